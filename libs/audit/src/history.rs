@@ -1,0 +1,127 @@
+//! Audit history of one entity, newest first, read back from the retained `IC_AUDIT`
+//! stream (used when `LOKI_URL` is not configured).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use ic_events::streams::IC_AUDIT;
+use serde::Serialize;
+
+use crate::{AuditRecord, audit_subject};
+
+/// The most records one history read collects (older ones are dropped from the page).
+pub const MAX_HISTORY: usize = 10_000;
+
+/// Which records to return.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// Producing app id.
+    pub app_id: &'static str,
+    /// Entity type.
+    pub entity_type: &'static str,
+    /// Entity id.
+    pub entity_id: String,
+    /// Inclusive lower bound.
+    pub start: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub end: Option<DateTime<Utc>>,
+    /// Records to skip (newest first).
+    pub offset: usize,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// One page of history.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryPage {
+    /// Newest first.
+    pub records: Vec<AuditRecord>,
+    /// Records matching the query.
+    pub total: usize,
+}
+
+/// Why history could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditHistoryError {
+    /// JetStream could not be reached or answered with an error.
+    #[error("audit stream unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn unavailable(err: impl std::fmt::Display) -> AuditHistoryError {
+    AuditHistoryError::Unavailable(err.to_string())
+}
+
+/// Reads the entity's records from `IC_AUDIT` with an ephemeral consumer filtered on
+/// its subject.
+pub async fn history_from_jetstream(
+    js: &jetstream::Context,
+    query: &HistoryQuery,
+) -> Result<HistoryPage, AuditHistoryError> {
+    let stream = js.get_stream(IC_AUDIT).await.map_err(unavailable)?;
+    let deliver_policy = match query.start {
+        Some(start_time) => DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+                start_time.timestamp_nanos_opt().unwrap_or(0),
+            ))
+            .map_err(unavailable)?,
+        },
+        None => DeliverPolicy::All,
+    };
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: audit_subject(query.app_id, query.entity_type, &query.entity_id),
+            deliver_policy,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    let mut consumer = consumer;
+    let pending = usize::try_from(consumer.info().await.map_err(unavailable)?.num_pending)
+        .unwrap_or(usize::MAX);
+    let name = consumer.cached_info().name.clone();
+    let mut records = Vec::with_capacity(pending.min(MAX_HISTORY));
+    let mut seen = 0usize;
+    while seen < pending {
+        let mut batch = consumer
+            .fetch()
+            .max_messages((pending - seen).min(500))
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        let mut got = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(unavailable)?;
+            got += 1;
+            if let Ok(record) = serde_json::from_slice::<AuditRecord>(&message.payload) {
+                records.push(record);
+            }
+        }
+        if got == 0 {
+            break;
+        }
+        seen += got;
+        if records.len() > MAX_HISTORY {
+            let excess = records.len() - MAX_HISTORY;
+            records.drain(..excess);
+        }
+    }
+    let _ = stream.delete_consumer(&name).await;
+    records.retain(|r| query.end.is_none_or(|end| r.audit_timestamp < end));
+    records.reverse();
+    let total = records.len();
+    let records = records
+        .into_iter()
+        .skip(query.offset)
+        .take(query.limit)
+        .collect();
+    Ok(HistoryPage { records, total })
+}

@@ -1,0 +1,219 @@
+//! Configuration helpers. Binaries collect `std::env::vars()` once in `main` and hand
+//! the map to their `Config::from_map`; tests feed a map directly. A missing or malformed
+//! value is a one-line [`ConfigError`] naming the variable and the expected form, which
+//! `main` prints before exiting with code 2 (`shared/spec/README.md`, "Configuration").
+
+use std::{collections::HashMap, fmt::Display, str::FromStr};
+
+use ic_http::Secret;
+
+/// The deployment environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Environment {
+    /// Working defaults for everything.
+    #[default]
+    Development,
+    /// Pre-production.
+    Staging,
+    /// Refuses default secrets and disabled safety features.
+    Production,
+}
+
+impl Environment {
+    /// As written in logs, health and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl FromStr for Environment {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Self::Development),
+            "staging" => Ok(Self::Staging),
+            "production" | "prod" => Ok(Self::Production),
+            _ => Err("development, staging or production".into()),
+        }
+    }
+}
+
+impl Display for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration error: names the variable and the expected form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Required and absent.
+    #[error("{name} is not set (expected {expected})")]
+    Missing {
+        /// Variable.
+        name: String,
+        /// Expected form.
+        expected: String,
+    },
+    /// Present but malformed.
+    #[error("{name} is invalid: expected {expected}")]
+    Invalid {
+        /// Variable.
+        name: String,
+        /// Expected form.
+        expected: String,
+    },
+    /// A safety rule for the environment.
+    #[error("{0}")]
+    Unsafe(String),
+}
+
+/// The exit code for configuration errors.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// A typed view of an environment map.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self {
+            vars: iter
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+impl Env {
+    /// The raw value, if set and not blank.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The first of several names that is set (aliases such as
+    /// `DATABASE_URL` / `DATABASE_CONNECTION_STRING`).
+    pub fn first(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|n| self.raw(n))
+    }
+
+    /// A parsed optional value.
+    pub fn parse<T: FromStr>(&self, name: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+        self.raw(name)
+            .map(|v| {
+                v.parse().map_err(|_| ConfigError::Invalid {
+                    name: name.to_owned(),
+                    expected: expected.to_owned(),
+                })
+            })
+            .transpose()
+    }
+
+    /// A parsed value with a default.
+    pub fn parse_or<T: FromStr>(
+        &self,
+        name: &str,
+        expected: &str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        Ok(self.parse(name, expected)?.unwrap_or(default))
+    }
+
+    /// A boolean (`true/false/1/0/yes/no`).
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(_) => Err(ConfigError::Invalid {
+                name: name.to_owned(),
+                expected: "true or false".to_owned(),
+            }),
+        }
+    }
+
+    /// A secret; optional.
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        self.raw(name).map(Secret::new)
+    }
+
+    /// A value that must be set outside development; in development `dev_default` is
+    /// used when absent.
+    pub fn required_outside_dev(
+        &self,
+        environment: Environment,
+        names: &[&str],
+        expected: &str,
+        dev_default: &str,
+    ) -> Result<String, ConfigError> {
+        match (self.first(names), environment) {
+            (Some(v), _) => Ok(v.to_owned()),
+            (None, Environment::Development) => Ok(dev_default.to_owned()),
+            (None, _) => Err(ConfigError::Missing {
+                name: names.join(" or "),
+                expected: expected.to_owned(),
+            }),
+        }
+    }
+
+    /// The port of `<NAME>_PORT`, or `default`.
+    pub fn port(&self, name: &str, default: u16) -> Result<u16, ConfigError> {
+        self.parse_or(name, "a TCP port number (0-65535)", default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_variable_and_the_expected_form() {
+        let env: Env = [("SERVICES_API_PORT", "eighty"), ("FLAG", "maybe")]
+            .into_iter()
+            .collect();
+        let err = env.port("SERVICES_API_PORT", 8080).unwrap_err().to_string();
+        assert!(
+            err.contains("SERVICES_API_PORT") && err.contains("TCP port"),
+            "{err}"
+        );
+        assert!(
+            env.flag("FLAG", false)
+                .unwrap_err()
+                .to_string()
+                .contains("FLAG")
+        );
+        assert_eq!(env.port("OTHER_PORT", 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn required_values_have_defaults_only_in_development() {
+        let env = Env::default();
+        assert_eq!(
+            env.required_outside_dev(Environment::Development, &["A", "B"], "x", "d")
+                .unwrap(),
+            "d"
+        );
+        let err = env
+            .required_outside_dev(Environment::Production, &["A", "B"], "x", "d")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("A or B"), "{err}");
+        let env: Env = [("B", "v")].into_iter().collect();
+        assert_eq!(
+            env.required_outside_dev(Environment::Production, &["A", "B"], "x", "d")
+                .unwrap(),
+            "v"
+        );
+    }
+}

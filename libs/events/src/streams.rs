@@ -1,0 +1,64 @@
+//! The JetStream streams of the platform, created idempotently by every producer.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+/// Domain events, subjects `ic.>`.
+pub const IC_EVENTS: &str = "IC_EVENTS";
+/// Audit records, subjects `audit.>`.
+pub const IC_AUDIT: &str = "IC_AUDIT";
+/// Audit records Loki refused for good, subjects `dlq.audit.>`.
+pub const IC_AUDIT_DLQ: &str = "IC_AUDIT_DLQ";
+
+/// Subjects of [`IC_EVENTS`].
+pub const EVENTS_SUBJECTS: &str = "ic.>";
+/// Subjects of [`IC_AUDIT`].
+pub const AUDIT_SUBJECTS: &str = "audit.>";
+/// Subjects of [`IC_AUDIT_DLQ`].
+pub const AUDIT_DLQ_SUBJECTS: &str = "dlq.audit.>";
+
+/// How long JetStream remembers message ids for de-duplication.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+fn config(name: &str, subject: &str, max_age: Duration) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.to_owned()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// The stream configurations: events kept 7 days, audit records 400 days (the retained
+/// history the audit endpoints read when Loki is not configured), dead letters 30 days.
+pub fn all() -> Vec<stream::Config> {
+    vec![
+        config(
+            IC_EVENTS,
+            EVENTS_SUBJECTS,
+            Duration::from_secs(7 * 24 * 3600),
+        ),
+        config(
+            IC_AUDIT,
+            AUDIT_SUBJECTS,
+            Duration::from_secs(400 * 24 * 3600),
+        ),
+        config(
+            IC_AUDIT_DLQ,
+            AUDIT_DLQ_SUBJECTS,
+            Duration::from_secs(30 * 24 * 3600),
+        ),
+    ]
+}
+
+/// Creates every stream that does not exist yet (existing ones are left as they are).
+pub async fn ensure(js: &jetstream::Context) -> Result<(), async_nats::Error> {
+    for cfg in all() {
+        js.get_or_create_stream(cfg).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Telemetry shared by every service: structured logs, the per-request span and log
+//! line, Prometheus metrics and W3C trace context.
+//!
+//! Contract: `shared/spec/README.md`, "Telemetry".
+
+mod logging;
+mod metrics;
+mod trace_context;
+
+pub use logging::{LogFormat, TelemetryConfig, TelemetryGuard, init};
+pub use metrics::{HttpMetrics, metrics_handler, track_http};
+pub use trace_context::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId};

@@ -1,0 +1,359 @@
+//! Test support shared by the integration tests of every crate.
+//!
+//! The suite runs against real servers started by `cargo xtask test` (their URLs in
+//! `DATABASE_URL` and `NATS_URL`). Tests that must stop and restart a dependency start
+//! a private instance with [`NatsServer`] or [`PostgresServer`]; both find their binaries
+//! the way the harness does (`PATH`, `/usr/sbin`, `/usr/lib/postgresql/*/bin`).
+
+use std::{
+    future::Future,
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A free loopback TCP port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `check` until it yields `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+fn wait_port(port: u16, open: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while port_open(port) != open {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not {} port {port}",
+            if open { "open" } else { "close" }
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Finds a server binary on `PATH` or in the usual Debian places.
+pub fn find_binary(name: &str) -> PathBuf {
+    let mut candidates: Vec<PathBuf> = vec![
+        PathBuf::from("/usr/sbin").join(name),
+        PathBuf::from("/usr/bin").join(name),
+    ];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin").join(name))
+            .collect();
+        versions.sort();
+        versions.reverse();
+        candidates.splice(0..0, versions);
+    }
+    #[allow(clippy::disallowed_methods)] // test support locates binaries like a shell
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            candidates.push(dir.join(name));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found; run the suite with `cargo xtask test`, which installs it")
+        })
+}
+
+/// Where a server keeps its data: a temporary directory removed on drop, or a kept one.
+#[derive(Debug)]
+enum DataDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl DataDir {
+    fn temp() -> Self {
+        Self::Temp(tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temp(t) => t.path(),
+            Self::Kept(p) => p,
+        }
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A nats-server with JetStream on a loopback port, with its own store.
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    dir: DataDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a private one on a free port and waits until it accepts connections.
+    pub fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: DataDir::temp(),
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    /// Starts one keeping its store in `dir` (created if needed), on `port`.
+    pub fn start_at(dir: &Path, port: u16) -> Self {
+        std::fs::create_dir_all(dir).expect("create nats dir");
+        let mut server = Self {
+            port,
+            dir: DataDir::Kept(dir.to_owned()),
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn run(&mut self) {
+        let log = self.dir.path().join("nats.log");
+        let child = Command::new(find_binary("nats-server"))
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path().join("jetstream"))
+            .arg("-l")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !port_open(self.port) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("nats-server exited with {status}:\n{}", log_tail(&log));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not open port {}:\n{}",
+                self.port,
+                log_tail(&log)
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        wait_port(self.port, false, "nats-server");
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a Postgres tool, as the `postgres` user when we are root (Postgres refuses root).
+fn pg_command(tool: &str) -> Command {
+    let binary = find_binary(tool);
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(binary);
+        cmd
+    } else {
+        Command::new(binary)
+    }
+}
+
+/// A PostgreSQL cluster on a loopback port (trust auth, user `postgres`).
+#[derive(Debug)]
+pub struct PostgresServer {
+    port: u16,
+    dir: DataDir,
+}
+
+impl PostgresServer {
+    /// A private cluster on a free port: initdb + start; waits until it accepts
+    /// connections.
+    pub fn start() -> Self {
+        Self::init_and_run(DataDir::temp(), free_port())
+    }
+
+    /// A cluster kept in `dir` (initialised on first use), on `port`.
+    pub fn start_at(dir: &Path, port: u16) -> Self {
+        std::fs::create_dir_all(dir).expect("create postgres dir");
+        Self::init_and_run(DataDir::Kept(dir.to_owned()), port)
+    }
+
+    fn init_and_run(dir: DataDir, port: u16) -> Self {
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(dir.path())
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "chown to postgres");
+        }
+        let data = dir.path().join("data");
+        if !data.join("PG_VERSION").exists() {
+            let out = pg_command("initdb")
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                    "-D",
+                ])
+                .arg(&data)
+                .output()
+                .expect("run initdb");
+            assert!(
+                out.status.success(),
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let server = Self { port, dir };
+        server.run();
+        server
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self) {
+        let log = self.dir.path().join("postgres.log");
+        let out = pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(format!(
+                "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=300",
+                self.port,
+                self.dir.path().display()
+            ))
+            .args(["-w", "start"])
+            .output()
+            .expect("run pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            log_tail(&log)
+        );
+        wait_port(self.port, true, "postgres");
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/<database>`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Stops the server immediately.
+    pub fn stop(&self) {
+        let _ = pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        wait_port(self.port, false, "postgres");
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn start_again(&self) {
+        self.run();
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}

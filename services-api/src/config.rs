@@ -1,0 +1,168 @@
+//! Typed configuration, parsed once from the environment map.
+
+use std::net::IpAddr;
+
+use ic_config::{ConfigError, Env, Environment};
+use ic_http::Secret;
+use ic_telemetry::{LogFormat, TelemetryConfig};
+
+/// services-api configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST` (default 0.0.0.0).
+    pub host: IpAddr,
+    /// `SERVICES_API_PORT` (default 8080).
+    pub port: u16,
+    /// `ENVIRONMENT`.
+    pub environment: Environment,
+    /// `DATABASE_URL` or `DATABASE_CONNECTION_STRING`.
+    pub database_url: Secret,
+    /// `DATABASE_MAX_CONNECTIONS` (default 10).
+    pub database_max_connections: u32,
+    /// `NATS_URL` (default nats://127.0.0.1:4222).
+    pub nats_url: String,
+    /// `APP_API_TOKEN`: when set, every request must carry it as `dapr-api-token`.
+    pub app_api_token: Option<Secret>,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`.
+    pub rust_log: Option<String>,
+}
+
+const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:55432/international_center";
+
+impl Config {
+    /// Parses and validates the environment map.
+    pub fn from_env(vars: Env) -> Result<Self, ConfigError> {
+        let environment: Environment = vars.parse_or(
+            "ENVIRONMENT",
+            "development, staging or production",
+            Environment::Development,
+        )?;
+        let database_url = vars.required_outside_dev(
+            environment,
+            &["DATABASE_URL", "DATABASE_CONNECTION_STRING"],
+            "postgres://user:password@host:port/database",
+            DEV_DATABASE_URL,
+        )?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_URL".into(),
+                expected: "postgres://user:password@host:port/database".into(),
+            });
+        }
+        let nats_url = vars.required_outside_dev(
+            environment,
+            &["NATS_URL"],
+            "nats://host:port",
+            "nats://127.0.0.1:4222",
+        )?;
+        let app_api_token = vars.secret("APP_API_TOKEN");
+        if environment == Environment::Production
+            && app_api_token.is_none()
+            && !vars.flag("ALLOW_UNAUTHENTICATED_BACKEND", false)?
+        {
+            return Err(ConfigError::Unsafe(
+                "APP_API_TOKEN must be set in production (or ALLOW_UNAUTHENTICATED_BACKEND=true to accept forgeable identity headers)".into(),
+            ));
+        }
+        Ok(Self {
+            host: vars.parse_or(
+                "HOST",
+                "an IP address such as 0.0.0.0",
+                IpAddr::from([0, 0, 0, 0]),
+            )?,
+            port: vars.port("SERVICES_API_PORT", 8080)?,
+            environment,
+            database_url: Secret::new(database_url),
+            database_max_connections: vars.parse_or(
+                "DATABASE_MAX_CONNECTIONS",
+                "a number of connections (1-1000)",
+                10,
+            )?,
+            nats_url,
+            app_api_token,
+            log_format: vars.parse_or("LOG_FORMAT", "json or pretty", LogFormat::Json)?,
+            rust_log: vars.raw("RUST_LOG").map(str::to_owned),
+        })
+    }
+
+    /// The telemetry settings.
+    pub fn telemetry(&self) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name: crate::SERVICE_NAME,
+            version: crate::VERSION,
+            environment: self.environment.to_string(),
+            log_format: self.log_format,
+            filter: self.rust_log.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn development_has_working_defaults() {
+        let config = Config::from_env(env(&[])).unwrap();
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.environment, Environment::Development);
+        assert!(config.database_url.expose().starts_with("postgres://"));
+    }
+
+    #[test]
+    fn the_connection_string_alias_is_accepted_and_ports_are_overridable() {
+        let config = Config::from_env(env(&[
+            ("DATABASE_CONNECTION_STRING", "postgres://u:p@db:5432/ic"),
+            ("SERVICES_API_PORT", "9999"),
+        ]))
+        .unwrap();
+        assert_eq!(config.database_url.expose(), "postgres://u:p@db:5432/ic");
+        assert_eq!(config.port, 9999);
+    }
+
+    #[test]
+    fn production_refuses_missing_database_and_missing_app_token() {
+        let err = Config::from_env(env(&[("ENVIRONMENT", "production")])).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+        let err = Config::from_env(env(&[
+            ("ENVIRONMENT", "production"),
+            ("DATABASE_URL", "postgres://db/ic"),
+            ("NATS_URL", "nats://n:4222"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("APP_API_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        for (name, value) in [
+            ("SERVICES_API_PORT", "x"),
+            ("ENVIRONMENT", "moon"),
+            ("LOG_FORMAT", "xml"),
+            ("DATABASE_URL", "mysql://x"),
+        ] {
+            let err = Config::from_env(env(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config::from_env(env(&[
+            ("DATABASE_URL", "postgres://u:hunter2@db/ic"),
+            ("APP_API_TOKEN", "tok3n"),
+        ]))
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("tok3n"),
+            "{printed}"
+        );
+    }
+}

@@ -1,0 +1,455 @@
+//! The `services.services` table.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::{
+    PublishingStatus,
+    inputs::{NewService, ServicePatch},
+};
+
+/// A service as admins see it (every column, plus its category's name and slug).
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
+pub struct ServiceRecord {
+    pub service_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub slug: String,
+    pub long_description_url: Option<String>,
+    pub category_id: Uuid,
+    pub category_name: String,
+    pub category_slug: String,
+    pub image_url: Option<String>,
+    pub order_number: i32,
+    pub delivery_mode: String,
+    pub publishing_status: String,
+    pub created_on: DateTime<Utc>,
+    pub created_by: String,
+    pub modified_on: Option<DateTime<Utc>>,
+    pub modified_by: Option<String>,
+    pub is_deleted: bool,
+    pub deleted_on: Option<DateTime<Utc>>,
+    pub deleted_by: Option<String>,
+}
+
+impl ServiceRecord {
+    /// The current status.
+    pub fn status(&self) -> PublishingStatus {
+        PublishingStatus::from_db(&self.publishing_status).unwrap_or(PublishingStatus::Draft)
+    }
+}
+
+/// A service as the public sees it. `publishing_status` and `category_slug` appear in
+/// single-item views only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublicService {
+    pub service_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub slug: String,
+    pub long_description_url: Option<String>,
+    pub category_id: Uuid,
+    pub category_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category_slug: Option<String>,
+    pub image_url: Option<String>,
+    pub delivery_mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publishing_status: Option<String>,
+    pub created_on: DateTime<Utc>,
+}
+
+impl PublicService {
+    /// The list-item view.
+    pub fn item(r: ServiceRecord) -> Self {
+        Self {
+            service_id: r.service_id,
+            title: r.title,
+            description: r.description,
+            slug: r.slug,
+            long_description_url: r.long_description_url,
+            category_id: r.category_id,
+            category_name: r.category_name,
+            category_slug: None,
+            image_url: r.image_url,
+            delivery_mode: r.delivery_mode,
+            publishing_status: None,
+            created_on: r.created_on,
+        }
+    }
+
+    /// The single-item view.
+    pub fn single(r: ServiceRecord) -> Self {
+        let category_slug = Some(r.category_slug.clone());
+        let publishing_status = Some(r.publishing_status.clone());
+        Self {
+            category_slug,
+            publishing_status,
+            ..Self::item(r)
+        }
+    }
+}
+
+const SELECT: &str = "SELECT s.service_id, s.title, s.description, s.slug, s.long_description_url, s.category_id,
+        c.name AS category_name, c.slug AS category_slug, s.image_url, s.order_number, s.delivery_mode,
+        s.publishing_status, s.created_on, s.created_by, s.modified_on, s.modified_by, s.is_deleted,
+        s.deleted_on, s.deleted_by";
+
+/// Public visibility (rule 3): published, live, in a live category.
+const PUBLIC: &str = "s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted";
+
+/// Filters of the public list.
+#[derive(Debug, Clone, Default)]
+pub struct PublicFilter {
+    pub category_id: Option<Uuid>,
+    pub delivery_mode: Option<&'static str>,
+}
+
+#[derive(FromRow)]
+struct WithTotal {
+    #[sqlx(flatten)]
+    record: ServiceRecord,
+    total: i64,
+}
+
+/// The public list query; also what `cargo xtask bench` gives pgbench.
+pub const PUBLIC_LIST_SQL: &str = "SELECT s.service_id, s.title, s.description, s.slug, s.long_description_url, s.category_id,
+        c.name AS category_name, c.slug AS category_slug, s.image_url, s.order_number, s.delivery_mode,
+        s.publishing_status, s.created_on, s.created_by, s.modified_on, s.modified_by, s.is_deleted,
+        s.deleted_on, s.deleted_by, count(*) OVER () AS total
+    FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+    WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted
+      AND ($1::uuid IS NULL OR s.category_id = $1) AND ($2::text IS NULL OR s.delivery_mode = $2)
+    ORDER BY s.order_number, s.title, s.service_id
+    LIMIT $3 OFFSET $4";
+
+/// A page of published services and the total.
+pub async fn list_public(
+    db: impl PgExecutor<'_> + Copy,
+    filter: &PublicFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<ServiceRecord>, i64), sqlx::Error> {
+    let rows: Vec<WithTotal> = sqlx::query_as(PUBLIC_LIST_SQL)
+        .bind(filter.category_id)
+        .bind(filter.delivery_mode)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db)
+        .await?;
+    let total = match rows.first() {
+        Some(r) => r.total,
+        None if offset > 0 => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+                 WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted
+                   AND ($1::uuid IS NULL OR s.category_id = $1) AND ($2::text IS NULL OR s.delivery_mode = $2)",
+            )
+            .bind(filter.category_id)
+            .bind(filter.delivery_mode)
+            .fetch_one(db)
+            .await?
+        }
+        None => 0,
+    };
+    Ok((rows.into_iter().map(|r| r.record).collect(), total))
+}
+
+/// One published service by id.
+pub async fn get_public(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ServiceRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+         WHERE s.service_id = $1 AND {PUBLIC}"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// One published service by slug.
+pub async fn get_public_by_slug(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+) -> Result<Option<ServiceRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+         WHERE s.slug = $1 AND {PUBLIC}"
+    )))
+    .bind(slug)
+    .fetch_optional(db)
+    .await
+}
+
+/// Published services of several categories (for the featured view), ordered.
+pub async fn public_of_categories(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<ServiceRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+         WHERE s.category_id = ANY($1) AND {PUBLIC} ORDER BY s.order_number, s.title, s.service_id"
+    )))
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// A search hit.
+#[derive(Debug, FromRow)]
+struct SearchRow {
+    #[sqlx(flatten)]
+    record: ServiceRecord,
+    total: i64,
+}
+
+/// Full-text search over published services: title matches first, then rank
+/// (title weighted A above description B), then the usual order.
+pub async fn search_public(
+    db: impl PgExecutor<'_> + Copy,
+    q: &str,
+    filter: &PublicFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<ServiceRecord>, i64), sqlx::Error> {
+    let rows: Vec<SearchRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT}, count(*) OVER () AS total
+         FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id,
+              websearch_to_tsquery('english', $1) AS query
+         WHERE s.search_vector @@ query AND {PUBLIC}
+           AND ($2::uuid IS NULL OR s.category_id = $2) AND ($3::text IS NULL OR s.delivery_mode = $3)
+         ORDER BY (to_tsvector('english', s.title) @@ query) DESC, ts_rank(s.search_vector, query) DESC,
+                  s.order_number, s.title, s.service_id
+         LIMIT $4 OFFSET $5"
+    )))
+    .bind(q)
+    .bind(filter.category_id)
+    .bind(filter.delivery_mode)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total = match rows.first() {
+        Some(r) => r.total,
+        None if offset > 0 => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id,
+                        websearch_to_tsquery('english', $1) AS query
+                 WHERE s.search_vector @@ query AND {PUBLIC}
+                   AND ($2::uuid IS NULL OR s.category_id = $2) AND ($3::text IS NULL OR s.delivery_mode = $3)"
+            )))
+            .bind(q)
+            .bind(filter.category_id)
+            .bind(filter.delivery_mode)
+            .fetch_one(db)
+            .await?
+        }
+        None => 0,
+    };
+    Ok((rows.into_iter().map(|r| r.record).collect(), total))
+}
+
+/// Filters of the admin list.
+#[derive(Debug, Clone, Default)]
+pub struct AdminFilter {
+    pub status: Option<&'static str>,
+    pub category_id: Option<Uuid>,
+    pub include_deleted: bool,
+}
+
+/// A page of every service (any status) and the total.
+pub async fn list_admin(
+    db: impl PgExecutor<'_> + Copy,
+    filter: &AdminFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<ServiceRecord>, i64), sqlx::Error> {
+    const WHERE: &str = "($1::text IS NULL OR s.publishing_status = $1) AND ($2::uuid IS NULL OR s.category_id = $2)
+           AND ($3 OR NOT s.is_deleted)";
+    let rows: Vec<WithTotal> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT}, count(*) OVER () AS total
+         FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+         WHERE {WHERE}
+         ORDER BY s.order_number, s.title, s.service_id LIMIT $4 OFFSET $5"
+    )))
+    .bind(filter.status)
+    .bind(filter.category_id)
+    .bind(filter.include_deleted)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total = match rows.first() {
+        Some(r) => r.total,
+        None if offset > 0 => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM services.services s WHERE {WHERE}"
+            )))
+            .bind(filter.status)
+            .bind(filter.category_id)
+            .bind(filter.include_deleted)
+            .fetch_one(db)
+            .await?
+        }
+        None => 0,
+    };
+    Ok((rows.into_iter().map(|r| r.record).collect(), total))
+}
+
+/// One service by id, any status, deleted included.
+pub async fn get_admin(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ServiceRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+         WHERE s.service_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Locks the service row for a change and returns it (deleted included).
+pub async fn lock(tx: &mut PgConnection, id: Uuid) -> Result<Option<ServiceRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+         WHERE s.service_id = $1 FOR UPDATE OF s"
+    )))
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Inserts a new draft service.
+pub async fn insert(
+    tx: &mut PgConnection,
+    id: Uuid,
+    s: &NewService,
+    category_id: Uuid,
+    user: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO services.services (service_id, title, description, slug, long_description_url, category_id,
+             image_url, order_number, delivery_mode, publishing_status, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'draft', $10)",
+    )
+    .bind(id)
+    .bind(&s.title)
+    .bind(&s.description)
+    .bind(&s.slug)
+    .bind(&s.long_description_url)
+    .bind(category_id)
+    .bind(&s.image_url)
+    .bind(s.order_number)
+    .bind(s.delivery_mode.as_str())
+    .bind(user)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Applies a validated patch.
+pub async fn update(
+    tx: &mut PgConnection,
+    id: Uuid,
+    p: &ServicePatch,
+    user: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE services.services SET
+             title = coalesce($2, title),
+             description = coalesce($3, description),
+             slug = coalesce($4, slug),
+             long_description_url = CASE WHEN $5 THEN $6 ELSE long_description_url END,
+             category_id = coalesce($7, category_id),
+             image_url = CASE WHEN $8 THEN $9 ELSE image_url END,
+             order_number = coalesce($10, order_number),
+             delivery_mode = coalesce($11, delivery_mode),
+             modified_on = now(), modified_by = $12
+         WHERE service_id = $1",
+    )
+    .bind(id)
+    .bind(&p.title)
+    .bind(&p.description)
+    .bind(&p.slug)
+    .bind(p.long_description_url.is_some())
+    .bind(p.long_description_url.clone().flatten())
+    .bind(p.category_id)
+    .bind(p.image_url.is_some())
+    .bind(p.image_url.clone().flatten())
+    .bind(p.order_number)
+    .bind(p.delivery_mode.map(|d| d.as_str()))
+    .bind(user)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Sets the publishing status.
+pub async fn set_status(
+    tx: &mut PgConnection,
+    id: Uuid,
+    status: PublishingStatus,
+    user: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE services.services SET publishing_status = $2, modified_on = now(), modified_by = $3 WHERE service_id = $1",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(user)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Soft-deletes a service.
+pub async fn soft_delete(tx: &mut PgConnection, id: Uuid, user: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE services.services SET is_deleted = true, deleted_on = now(), deleted_by = $2,
+             modified_on = now(), modified_by = $2
+         WHERE service_id = $1",
+    )
+    .bind(id)
+    .bind(user)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves every live service of `from` to `to`; returns the moved ids.
+pub async fn reassign_category(
+    tx: &mut PgConnection,
+    from: Uuid,
+    to: Uuid,
+    user: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE services.services SET category_id = $2, modified_on = now(), modified_by = $3
+         WHERE category_id = $1 AND NOT is_deleted RETURNING service_id",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(user)
+    .fetch_all(tx)
+    .await
+}
+
+/// Locks and returns every live service of a category.
+pub async fn lock_live_of_category(
+    tx: &mut PgConnection,
+    category_id: Uuid,
+) -> Result<Vec<ServiceRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+         WHERE s.category_id = $1 AND NOT s.is_deleted ORDER BY s.service_id FOR UPDATE OF s"
+    )))
+    .bind(category_id)
+    .fetch_all(tx)
+    .await
+}

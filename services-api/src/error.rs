@@ -1,0 +1,162 @@
+//! The service's error type and its rendering as the shared envelope.
+
+use axum::response::{IntoResponse, Response};
+use ic_audit::AuditHistoryError;
+use ic_http::{ApiError, ErrorCode};
+use serde_json::json;
+
+/// Everything a services-api handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input failed validation (400), naming the field.
+    #[error("{field}: {message}")]
+    Validation {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The entity does not exist or is deleted (404).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A uniqueness or state conflict (409).
+    #[error("{message}")]
+    Conflict {
+        /// The field in conflict, if one.
+        field: Option<&'static str>,
+        /// Human message.
+        message: String,
+    },
+    /// A domain rule forbids the change (422).
+    #[error("{message}")]
+    BusinessRule {
+        /// The field concerned, if one.
+        field: Option<&'static str>,
+        /// Human message.
+        message: String,
+    },
+    /// Postgres is unreachable (503).
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Any other database failure (500).
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// A shared-plumbing error (paging, extractors) passed through as is.
+    #[error("{0}")]
+    Api(ApiError),
+    /// The audit history store failed (503).
+    #[error("audit history unavailable")]
+    AuditHistory(#[source] AuditHistoryError),
+}
+
+impl Error {
+    /// A 400 naming `field`.
+    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// A 422.
+    pub fn rule(field: Option<&'static str>, message: impl Into<String>) -> Self {
+        Self::BusinessRule {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// A 409.
+    pub fn conflict(field: Option<&'static str>, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Maps constraint violations by constraint name (never by message text), and lost
+/// connections to 503.
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            match db.constraint() {
+                Some("services_slug_live_key") => {
+                    return Self::conflict(Some("slug"), "a live service already uses this slug");
+                }
+                Some("service_categories_slug_live_key") => {
+                    return Self::conflict(Some("slug"), "a live category already uses this slug");
+                }
+                Some("featured_categories_position_key") => {
+                    return Self::conflict(
+                        Some("feature_position"),
+                        "this feature position is occupied; remove it first",
+                    );
+                }
+                Some("featured_categories_category_key") => {
+                    return Self::conflict(
+                        Some("category_id"),
+                        "this category is already featured",
+                    );
+                }
+                Some("services_category_fk" | "featured_categories_category_fk") => {
+                    return Self::rule(Some("category_id"), "the category does not exist");
+                }
+                _ => {}
+            }
+            // 23514 check_violation, 22001 string too long, 22P02 invalid text:
+            // input the domain layer should have refused; still a client error.
+            if matches!(
+                db.code().as_deref(),
+                Some("23514" | "22001" | "22P02" | "22021")
+            ) {
+                return Self::validation("body", "a value is out of range");
+            }
+        }
+        match err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolClosed => Self::Unavailable(err),
+            other => Self::Database(other),
+        }
+    }
+}
+
+impl From<ApiError> for Error {
+    fn from(err: ApiError) -> Self {
+        Self::Api(err)
+    }
+}
+
+impl From<AuditHistoryError> for Error {
+    fn from(err: AuditHistoryError) -> Self {
+        Self::AuditHistory(err)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Validation { field, message } => ApiError::validation(field, message),
+            Error::NotFound(what) => ApiError::not_found(what),
+            Error::Conflict { field, message } => {
+                ApiError::new(ErrorCode::Conflict, message).with_details(json!({ "field": field }))
+            }
+            Error::BusinessRule { field, message } => {
+                ApiError::new(ErrorCode::BusinessRuleViolation, message)
+                    .with_details(json!({ "field": field }))
+            }
+            Error::Unavailable(source) => ApiError::unavailable(source),
+            Error::Database(source) => ApiError::internal(source),
+            Error::AuditHistory(source) => ApiError::unavailable(source),
+            Error::Api(api) => api,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}

@@ -1,0 +1,67 @@
+//! Finds or installs (Debian packages, as root) the local servers the platform needs.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// (binary, Debian package) pairs the test suite needs.
+pub const TEST_PACKAGES: [(&str, &str); 3] = [
+    ("initdb", "postgresql"),
+    ("pg_dump", "postgresql-client"),
+    ("nats-server", "nats-server"),
+];
+
+/// (binary, Debian package) pairs `up` needs.
+pub const UP_PACKAGES: [(&str, &str); 2] =
+    [("initdb", "postgresql"), ("nats-server", "nats-server")];
+
+fn present(binary: &str) -> bool {
+    std::panic::catch_unwind(|| ic_testkit::find_binary(binary)).is_ok()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Installs the packages whose binaries are missing.
+pub fn ensure_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(bin, _)| !present(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    std::panic::set_hook(hook);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages: {} (install them with: sudo apt-get install {})",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("==> installing {} (apt-get)", missing.join(" "));
+    let update = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .context("apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed");
+    }
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("apt-get install")?;
+    if !install.success() {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `cargo xtask <verb>`: the developer entry points (`shared/spec/operations.md`).
+//!
+//! - `up`: the platform running natively with demo data (Ctrl-C stops it).
+//! - `down [--wipe]`: stops what a killed `up` left running; `--wipe` deletes `.dev/`.
+//! - `test [ARGS]`: fmt, clippy `-D warnings`, then the whole suite against real
+//!   servers started here on free ports.
+//! - `bench`: the benchmarks, printed as ratios against a peer measured in the same run.
+//! - `migrate ARGS`: the `migrate` tool against the `up` database.
+#![allow(clippy::disallowed_methods)] // xtask is a binary: it reads and sets child environments
+
+mod bench;
+mod deps;
+mod up;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, bail};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (verb, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(v, r)| (v.as_str(), r));
+    let result = match verb {
+        "up" => up::up(),
+        "down" => up::down(rest.iter().any(|a| a == "--wipe")),
+        "test" => test(rest),
+        "bench" => bench::bench(rest),
+        "migrate" => up::migrate(rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <up | down [--wipe] | test [test args] | bench | migrate <args>>\n\
+                 see README.md"
+            );
+            return ExitCode::from(if verb == "help" || verb == "--help" {
+                0
+            } else {
+                2
+            });
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask {verb}: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// fmt, clippy, then every test against harness-started servers.
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    eprintln!("==> cargo fmt --check");
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt, "cargo fmt --check (run `cargo fmt --all`)")?;
+
+    eprintln!("==> cargo clippy -D warnings");
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy, "cargo clippy")?;
+
+    deps::ensure_packages(&deps::TEST_PACKAGES)?;
+    eprintln!("==> starting PostgreSQL and nats-server on free ports");
+    let postgres = ic_testkit::PostgresServer::start();
+    let nats = ic_testkit::NatsServer::start();
+    eprintln!(
+        "    postgres {}  nats {}",
+        postgres.url("postgres"),
+        nats.url()
+    );
+
+    let nextest = cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut tests = cargo();
+    if nextest {
+        tests.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+        ]);
+    } else {
+        tests.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
+    }
+    tests
+        .args(extra)
+        .env("DATABASE_URL", postgres.url("postgres"))
+        .env("NATS_URL", nats.url())
+        .env("RUST_BACKTRACE", "1");
+    eprintln!(
+        "==> running the test suite ({})",
+        if nextest { "nextest" } else { "cargo test" }
+    );
+    run(tests, "the test suite")
+}

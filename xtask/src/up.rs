@@ -1,0 +1,443 @@
+//! `cargo xtask up` / `down` / `migrate`: the platform running natively, data under
+//! `.dev/` (gitignored), on ports that do not collide with system services.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use ic_testkit::{NatsServer, PostgresServer};
+use serde_json::{Value, json};
+
+use crate::{cargo, deps, run, workspace_root};
+
+/// Postgres port of the local stack (not 5432, so a system Postgres can coexist).
+pub const PG_PORT: u16 = 55432;
+/// NATS port of the local stack (not 4222).
+pub const NATS_PORT: u16 = 54222;
+/// services-api port (the spec's).
+pub const SERVICES_API_PORT: u16 = 8080;
+/// The database of the platform.
+pub const DATABASE: &str = "international_center";
+
+fn dev_dir() -> PathBuf {
+    workspace_root().join(".dev")
+}
+
+fn database_url() -> String {
+    format!("postgres://postgres@127.0.0.1:{PG_PORT}/{DATABASE}")
+}
+
+async fn create_database() -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn =
+        sqlx::PgConnection::connect(&format!("postgres://postgres@127.0.0.1:{PG_PORT}/postgres"))
+            .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(DATABASE)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::raw_sql("CREATE DATABASE international_center")
+            .execute(&mut conn)
+            .await?;
+    }
+    let mut conn = sqlx::PgConnection::connect(&database_url()).await?;
+    let applied = ic_migrations::up_all(&mut conn).await?;
+    for a in applied {
+        eprintln!("    applied {}/{:04}_{}", a.schema, a.version, a.name);
+    }
+    Ok(())
+}
+
+struct Service {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // SIGTERM first so the service drains and flushes its outbox.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_tail(path: &PathBuf) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+fn spawn_service(name: &'static str, env: &[(&str, String)]) -> anyhow::Result<Service> {
+    let logs = dev_dir().join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log = logs.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log)?;
+    let binary = workspace_root().join("target").join("debug").join(name);
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map_or(binary, |t| PathBuf::from(t).join("debug").join(name));
+    let mut cmd = Command::new(target);
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("ENVIRONMENT", "development")
+        .env("LOG_FORMAT", "pretty")
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    std::fs::write(
+        dev_dir().join(format!("{name}.pid")),
+        child.id().to_string(),
+    )?;
+    Ok(Service { name, child, log })
+}
+
+async fn wait_ready(service: &mut Service, url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(res) = client.get(url).send().await
+            && res.status().is_success()
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = service.child.try_wait() {
+            bail!(
+                "{} exited ({status}); its log:\n{}",
+                service.name,
+                log_tail(&service.log)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not ready after 60 s; its log:\n{}",
+                service.name,
+                log_tail(&service.log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the platform until Ctrl-C.
+pub fn up() -> anyhow::Result<()> {
+    deps::ensure_packages(&deps::UP_PACKAGES)?;
+    eprintln!("==> building the services");
+    let mut build = cargo();
+    build.args(["build", "--package", "services-api"]);
+    run(build, "cargo build")?;
+
+    let dev = dev_dir();
+    std::fs::create_dir_all(&dev)?;
+    eprintln!(
+        "==> starting PostgreSQL on {PG_PORT} and nats-server on {NATS_PORT} (data in .dev/)"
+    );
+    let _postgres = PostgresServer::start_at(&dev.join("postgres"), PG_PORT);
+    let _nats = NatsServer::start_at(&dev.join("nats"), NATS_PORT);
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        eprintln!("==> applying migrations");
+        create_database().await?;
+        let nats_url = format!("nats://127.0.0.1:{NATS_PORT}");
+        let mut services_api = spawn_service(
+            "services-api",
+            &[
+                ("SERVICES_API_PORT", SERVICES_API_PORT.to_string()),
+                ("DATABASE_URL", database_url()),
+                ("NATS_URL", nats_url.clone()),
+            ],
+        )?;
+        let base = format!("http://127.0.0.1:{SERVICES_API_PORT}");
+        wait_ready(&mut services_api, &format!("{base}/health/ready")).await?;
+        let marker = dev_dir().join("demo-data-loaded");
+        if !marker.exists() {
+            eprintln!("==> loading demo data");
+            load_demo_data(&base).await?;
+            std::fs::write(&marker, "")?;
+        }
+        print_banner(&base);
+        tokio::signal::ctrl_c().await?;
+        eprintln!("\n==> stopping");
+        drop(services_api);
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+fn print_banner(base: &str) {
+    println!(
+        "\nThe platform is running (Ctrl-C stops it; data stays in .dev/):\n\
+         \n  services-api   {base}   (health {base}/health/ready, metrics {base}/metrics)\
+         \n  PostgreSQL     postgres://postgres@127.0.0.1:{PG_PORT}/{DATABASE}\
+         \n  NATS           nats://127.0.0.1:{NATS_PORT}   (JetStream streams IC_EVENTS, IC_AUDIT)\
+         \n\nTry:\
+         \n  curl -s {base}/api/v1/services?limit=3\
+         \n  curl -s '{base}/api/v1/services/search?q=clinics'\
+         \n  curl -s -X POST {base}/admin/api/v1/services -H 'content-type: application/json' -H 'x-user-id: editor-1' \\\
+         \n       -d '{{\"title\":\"Travel vaccinations\",\"description\":\"Vaccines and advice before you travel.\",\"delivery_mode\":\"outpatient_service\"}}'\n"
+    );
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+    let res = client
+        .post(url)
+        .header("x-user-id", "demo-loader")
+        .header("x-user-roles", "admin")
+        .json(&body)
+        .send()
+        .await?;
+    let status = res.status();
+    let value: Value = res.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("POST {url} answered {status}: {value}");
+    }
+    Ok(value)
+}
+
+/// A handful of categories, ~20 services across the three delivery modes, two featured
+/// categories; loaded through the admin API so events and audit records are produced.
+async fn load_demo_data(base: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let categories = [
+        ("Primary Care", 1),
+        ("Cardiology", 2),
+        ("Pediatrics", 3),
+        ("Diagnostics & Imaging", 4),
+        ("Rehabilitation", 5),
+    ];
+    let mut ids = Vec::new();
+    for (name, order) in categories {
+        let c = post(
+            &client,
+            &format!("{base}/admin/api/v1/services/categories"),
+            json!({"name": name, "order_number": order}),
+        )
+        .await?;
+        ids.push(c["category_id"].as_str().unwrap_or_default().to_owned());
+    }
+    let services: [(&str, &str, usize, &str); 20] = [
+        (
+            "General Consultation",
+            "A consultation with a general practitioner for any health concern.",
+            0,
+            "outpatient_service",
+        ),
+        (
+            "Annual Health Check",
+            "A full yearly check-up with blood tests and a clinic review.",
+            0,
+            "outpatient_service",
+        ),
+        (
+            "Home Doctor Visit",
+            "A doctor visits you at home when you cannot travel to the clinic.",
+            0,
+            "mobile_service",
+        ),
+        (
+            "Vaccinations",
+            "Routine and travel vaccinations for adults.",
+            0,
+            "outpatient_service",
+        ),
+        (
+            "Cardiac Consultation",
+            "Assessment of heart health by a cardiologist.",
+            1,
+            "outpatient_service",
+        ),
+        (
+            "Echocardiography",
+            "Ultrasound imaging of the heart.",
+            1,
+            "outpatient_service",
+        ),
+        (
+            "Holter Monitoring",
+            "24-hour heart rhythm recording, fitted at home.",
+            1,
+            "mobile_service",
+        ),
+        (
+            "Cardiac Surgery Stay",
+            "Inpatient care before and after heart surgery.",
+            1,
+            "inpatient_service",
+        ),
+        (
+            "Well-Child Visits",
+            "Growth and development checks for children.",
+            2,
+            "outpatient_service",
+        ),
+        (
+            "Pediatric Home Care",
+            "Nursing care for children at home.",
+            2,
+            "mobile_service",
+        ),
+        (
+            "Neonatal Intensive Care",
+            "Specialised inpatient care for newborns.",
+            2,
+            "inpatient_service",
+        ),
+        (
+            "Childhood Vaccinations",
+            "The national vaccination schedule for children.",
+            2,
+            "outpatient_service",
+        ),
+        (
+            "X-Ray Imaging",
+            "Digital radiography with same-day results.",
+            3,
+            "outpatient_service",
+        ),
+        (
+            "MRI Scan",
+            "Magnetic resonance imaging for detailed diagnostics.",
+            3,
+            "outpatient_service",
+        ),
+        (
+            "Mobile Ultrasound",
+            "Ultrasound examinations at the patient's bedside or home.",
+            3,
+            "mobile_service",
+        ),
+        (
+            "Laboratory Tests",
+            "Blood and urine tests at our laboratory clinics.",
+            3,
+            "outpatient_service",
+        ),
+        (
+            "Physiotherapy",
+            "Exercise-based therapy to restore movement.",
+            4,
+            "outpatient_service",
+        ),
+        (
+            "Home Rehabilitation",
+            "Therapists help you recover at home after a hospital stay.",
+            4,
+            "mobile_service",
+        ),
+        (
+            "Stroke Rehabilitation Ward",
+            "Inpatient rehabilitation after a stroke.",
+            4,
+            "inpatient_service",
+        ),
+        (
+            "Occupational Therapy",
+            "Support to regain everyday skills after illness or injury.",
+            4,
+            "outpatient_service",
+        ),
+    ];
+    for (i, (title, description, cat, mode)) in services.iter().enumerate() {
+        let s = post(
+            &client,
+            &format!("{base}/admin/api/v1/services"),
+            json!({"title": title, "description": description, "category_id": ids[*cat], "delivery_mode": mode, "order_number": i}),
+        )
+        .await?;
+        // Leave one draft so the publishing workflow has something to show.
+        if i != 19 {
+            let id = s["service_id"].as_str().unwrap_or_default();
+            post(
+                &client,
+                &format!("{base}/admin/api/v1/services/{id}/publish"),
+                Value::Null,
+            )
+            .await?;
+        }
+    }
+    for (pos, cat) in [(1, 0), (2, 1)] {
+        post(
+            &client,
+            &format!("{base}/admin/api/v1/services/featured-categories"),
+            json!({"category_id": ids[cat], "feature_position": pos}),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Stops what a killed `up` left behind; `--wipe` deletes `.dev/`.
+pub fn down(wipe: bool) -> anyhow::Result<()> {
+    let dev = dev_dir();
+    for entry in std::fs::read_dir(&dev)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "pid") {
+            if let Ok(pid) = std::fs::read_to_string(&path) {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.trim())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let pg_data = dev.join("postgres").join("data");
+    if pg_data.join("postmaster.pid").exists() {
+        let pg_ctl = ic_testkit::find_binary("pg_ctl");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_ctl)
+            .arg("-D")
+            .arg(&pg_data)
+            .args(["-m", "fast", "stop"])
+            .status();
+    }
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("nats-server.*{NATS_PORT}")])
+        .status();
+    if wipe && dev.exists() {
+        std::fs::remove_dir_all(&dev).context("removing .dev/")?;
+        eprintln!("removed .dev/");
+    }
+    Ok(())
+}
+
+/// `cargo xtask migrate ARGS`: the migrate tool against the local stack's database.
+pub fn migrate(args: &[String]) -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--package",
+        "ic-migrations",
+        "--bin",
+        "migrate",
+        "--",
+    ])
+    .args(args)
+    .env(
+        "DATABASE_URL",
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| database_url()),
+    );
+    run(cmd, "migrate")
+}
