@@ -57,6 +57,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             // serde_path_to_error's path already ends with an unknown field's name but
             // stops at the parent of a missing one.
             (p, Some(name)) if text.starts_with("missing field") => format!("{p}.{name}"),
+            // A top-level array given where an object is expected.
+            (p, _) if p.starts_with('[') => "body".to_owned(),
             (p, _) => p.to_owned(),
         };
         ApiError::new(
@@ -178,7 +180,14 @@ where
                 ErrorKind::InvalidUtf8InPathParam { key } => {
                     ApiError::validation(&key, format!("path parameter `{key}` is not valid UTF-8"))
                 }
-                _ => ApiError::validation("path", "invalid path parameters"),
+                ErrorKind::ParseErrorAtIndex { expected_type, .. } => ApiError::validation(
+                    &only_key,
+                    format!(
+                        "path parameter `{only_key}` must be {}",
+                        friendly_type(expected_type)
+                    ),
+                ),
+                _ => ApiError::validation(&only_key, "invalid path parameter"),
             }),
             Err(other) => Err(ApiError::internal(other)),
         }
@@ -268,6 +277,30 @@ mod tests {
         let err = parse_json::<Body>(br#"{"title": "a"} x"#).unwrap_err();
         assert_eq!(field_of(&err), "body");
         assert_eq!(err.code(), ErrorCode::ValidationError);
+    }
+
+    #[tokio::test]
+    async fn a_bad_single_path_parameter_is_named() {
+        use axum::{Router, body::Body, routing::get};
+        use tower::ServiceExt;
+        let app = Router::new().route(
+            "/items/{id}",
+            get(|Path(id): Path<Uuid>| async move { id.to_string() }),
+        );
+        let res = app
+            .oneshot(
+                http::Request::get("/items/nope")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["details"]["field"], "id", "{v}");
     }
 
     #[derive(Debug, Deserialize)]
