@@ -67,7 +67,7 @@ pub enum MigrateError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// A migration failed; names it.
-    #[error("migration {schema}/{version}_{name} failed: {source}")]
+    #[error("migration {schema}/{version:04}_{name} failed: {source}")]
     Migration {
         /// Schema.
         schema: &'static str,

@@ -308,7 +308,8 @@ async fn run(cli: &Cli, url: &str, summary: &mut Summary) -> anyhow::Result<()> 
             }
         }
         Command::Backup(arg) => {
-            backup(cli, url, &Cli::schemas(arg)?, summary).await?;
+            let existing = existing_schemas(&mut conn, &Cli::schemas(arg)?).await?;
+            backup(cli, url, &existing, summary).await?;
             summary.postgres_migration_status = "success";
         }
         Command::Reset(arg) => {
@@ -392,7 +393,8 @@ async fn up(
         for schema in schemas {
             m::verify_history(conn, schema).await?;
         }
-        backup(cli, url, schemas, summary).await?;
+        let existing = existing_schemas(conn, schemas).await?;
+        backup(cli, url, &existing, summary).await?;
     }
     for schema in schemas {
         let applied = match m::up(conn, schema, cli.timeout()).await {
@@ -464,6 +466,24 @@ async fn validate_all(
         "non-compliant"
     };
     Ok(compliant)
+}
+
+/// The schemas among `schemas` that exist (pg_dump fails on a pattern matching nothing,
+/// which a first deployment would hit).
+async fn existing_schemas(
+    conn: &mut PgConnection,
+    schemas: &[&'static str],
+) -> anyhow::Result<Vec<&'static str>> {
+    let present: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)")
+            .bind(schemas)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(schemas
+        .iter()
+        .copied()
+        .filter(|s| present.iter().any(|p| p == s))
+        .collect())
 }
 
 fn pg_tool(name: &str) -> PathBuf {
