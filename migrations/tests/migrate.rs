@@ -224,6 +224,7 @@ async fn development_resets_and_reapplies_after_a_failing_migration_and_staging_
             .unwrap();
     };
     broken(pool.clone()).await;
+    let backups = tempfile::tempdir().unwrap();
     let out = run(
         &url,
         &[
@@ -231,7 +232,7 @@ async fn development_resets_and_reapplies_after_a_failing_migration_and_staging_
             "--environment",
             "staging",
             "--backup-dir",
-            "/tmp/ic-migrate-test-backups",
+            backups.path().to_str().unwrap(),
         ],
     );
     assert!(!out.status.success());
