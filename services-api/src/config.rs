@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use ic_audit::loki::LokiConfig;
 use ic_config::{ConfigError, Env, Environment};
 use ic_http::Secret;
 use ic_telemetry::{LogFormat, TelemetryConfig};
@@ -23,6 +24,9 @@ pub struct Config {
     pub nats_url: String,
     /// `APP_API_TOKEN`: when set, every request must carry it as `dapr-api-token`.
     pub app_api_token: Option<Secret>,
+    /// `LOKI_URL` (+ `LOKI_USERNAME`, `LOKI_API_KEY`, `LOKI_TENANT_ID`): when set, audit
+    /// records are shipped to Loki and audit history is read from it.
+    pub loki: Option<LokiConfig>,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
@@ -66,7 +70,33 @@ impl Config {
                 "APP_API_TOKEN must be set in production (or ALLOW_UNAUTHENTICATED_BACKEND=true to accept forgeable identity headers)".into(),
             ));
         }
+        let loki = match vars.raw("LOKI_URL") {
+            None => None,
+            Some(url) => {
+                if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+                    return Err(ConfigError::Invalid {
+                        name: "LOKI_URL".into(),
+                        expected: "an http(s) URL such as http://loki:3100".into(),
+                    });
+                }
+                let username = vars.raw("LOKI_USERNAME").map(str::to_owned);
+                let api_key = vars.secret("LOKI_API_KEY");
+                if username.is_some() != api_key.is_some() {
+                    return Err(ConfigError::Invalid {
+                        name: "LOKI_USERNAME/LOKI_API_KEY".into(),
+                        expected: "both set (Grafana Cloud basic auth) or both unset".into(),
+                    });
+                }
+                Some(LokiConfig {
+                    url: url.to_owned(),
+                    username,
+                    api_key,
+                    tenant_id: vars.raw("LOKI_TENANT_ID").map(str::to_owned),
+                })
+            }
+        };
         Ok(Self {
+            loki,
             host: vars.parse_or(
                 "HOST",
                 "an IP address such as 0.0.0.0",
@@ -153,10 +183,35 @@ mod tests {
     }
 
     #[test]
+    fn loki_settings_are_parsed_and_half_credentials_refused() {
+        let config = Config::from_env(env(&[
+            ("LOKI_URL", "https://logs.example.net"),
+            ("LOKI_USERNAME", "123"),
+            ("LOKI_API_KEY", "k"),
+            ("LOKI_TENANT_ID", "t"),
+        ]))
+        .unwrap();
+        let loki = config.loki.unwrap();
+        assert_eq!(loki.url, "https://logs.example.net");
+        assert_eq!(loki.tenant_id.as_deref(), Some("t"));
+        assert!(Config::from_env(env(&[("LOKI_URL", "logs")])).is_err());
+        let err = Config::from_env(env(&[
+            ("LOKI_URL", "http://l:3100"),
+            ("LOKI_USERNAME", "u"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("LOKI_API_KEY"), "{err}");
+        assert!(Config::from_env(env(&[])).unwrap().loki.is_none());
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let config = Config::from_env(env(&[
             ("DATABASE_URL", "postgres://u:hunter2@db/ic"),
             ("APP_API_TOKEN", "tok3n"),
+            ("LOKI_URL", "http://l:3100"),
+            ("LOKI_USERNAME", "u"),
+            ("LOKI_API_KEY", "l0ki-key"),
         ]))
         .unwrap();
         let printed = format!("{config:?}");

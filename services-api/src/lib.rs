@@ -16,7 +16,10 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use ic_audit::{Change, ChangeRecorder};
+use ic_audit::{
+    Change, ChangeRecorder,
+    loki::{LokiClient, Shipper, ShipperConfig},
+};
 use ic_events::{Outbox, Relay, RelayConfig};
 use ic_health::{Check, Criticality, Health, HealthInfo};
 use ic_http::{
@@ -52,8 +55,10 @@ pub struct AppState {
     pub pool: PgPool,
     /// Writes events and audit records into the outbox.
     pub recorder: ChangeRecorder,
-    /// JetStream, for audit history.
+    /// JetStream, for audit history when Loki is not configured.
     pub jetstream: jetstream::Context,
+    /// Loki, for audit history when configured.
+    pub loki: Option<LokiClient>,
 }
 
 impl AppState {
@@ -63,7 +68,15 @@ impl AppState {
             pool,
             recorder: ChangeRecorder::new(SERVICE_NAME, DOMAIN, environment.to_owned(), OUTBOX),
             jetstream: jetstream::new(nats),
+            loki: None,
         }
+    }
+
+    /// Reads audit history from Loki instead of JetStream.
+    #[must_use]
+    pub fn with_loki(mut self, loki: LokiClient) -> Self {
+        self.loki = Some(loki);
+        self
     }
 
     /// Records a change's event and audit record in the caller's transaction.
@@ -172,6 +185,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     relay: Relay,
+    shipper: Option<Shipper>,
     token: CancellationToken,
 }
 
@@ -194,7 +208,15 @@ impl App {
             .await
             .map_err(StartupError::Nats)?;
         let environment = config.environment.as_str();
-        let state = AppState::new(pool.clone(), nats.clone(), environment);
+        let mut state = AppState::new(pool.clone(), nats.clone(), environment);
+        let shipper = config.loki.clone().map(|loki| {
+            state = state.clone().with_loki(LokiClient::new(loki.clone()));
+            Shipper::new(
+                nats.clone(),
+                LokiClient::new(loki),
+                ShipperConfig::default(),
+            )
+        });
         let router = app(
             state,
             health(environment, pool.clone(), nats.clone()),
@@ -209,6 +231,7 @@ impl App {
             listener,
             router,
             relay: Relay::new(pool, nats, OUTBOX, RelayConfig::default()),
+            shipper,
             token: CancellationToken::new(),
         })
     }
@@ -231,10 +254,17 @@ impl App {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(port = self.port(), "services-api listening");
         let relay = tokio::spawn(self.relay.run(self.token.clone()));
+        // Ships IC_AUDIT to Loki (shared durable consumer: every replica may run it).
+        let shipper = self
+            .shipper
+            .map(|s| tokio::spawn(s.run(self.token.clone())));
         tokio::spawn(ic_http::serve::shutdown_signal(self.token.clone()));
         let served = ic_http::serve::serve(self.listener, self.router, self.token.clone()).await;
         self.token.cancel();
         let _ = relay.await;
+        if let Some(shipper) = shipper {
+            let _ = shipper.await;
+        }
         served
     }
 }

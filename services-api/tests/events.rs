@@ -297,3 +297,41 @@ async fn audit_history_endpoints_answer_from_jetstream_newest_first(pool: PgPool
     assert_eq!(records.len(), 2, "deleted entities keep their history");
     assert_eq!(records[0]["operation_type"], "DELETE");
 }
+
+#[sqlx::test(migrations = false)]
+async fn with_loki_configured_audit_records_are_shipped_there_and_history_is_read_from_it(
+    pool: PgPool,
+) {
+    // A private nats-server: the shipper's durable consumer is shared by design.
+    let nats = ic_testkit::NatsServer::start();
+    let loki = ic_testkit::fake_loki::FakeLoki::start().await;
+    let app = TestApp::with_loki(pool, &nats.url(), &loki.url()).await;
+    let s = app.create_service(json!({"title": "Shipped"})).await;
+    let id = s["service_id"].as_str().unwrap();
+    app.admin(
+        Method::POST,
+        &format!("/admin/api/v1/services/{id}/publish"),
+        None,
+    )
+    .await;
+    ic_testkit::eventually(Duration::from_secs(30), "two entries in Loki", || async {
+        (loki
+            .entries()
+            .iter()
+            .filter(|e| e.line.contains(id))
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let res = app.get(&format!("/admin/api/v1/services/{id}/audit")).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["source"], "loki");
+    let records = res.body["audit_records"].as_array().unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records[0]["data_snapshot"]["after"]["publishing_status"],
+        "published"
+    );
+    assert_eq!(records[1]["operation_type"], "INSERT");
+}

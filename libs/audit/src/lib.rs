@@ -4,6 +4,7 @@
 //! shipped to Loki. Nothing is ever written to an audit table in Postgres.
 
 mod history;
+pub mod loki;
 mod record;
 mod recorder;
 

@@ -5,6 +5,8 @@
 //! a private instance with [`NatsServer`] or [`PostgresServer`]; both find their binaries
 //! the way the harness does (`PATH`, `/usr/sbin`, `/usr/lib/postgresql/*/bin`).
 
+pub mod fake_loki;
+
 use std::{
     future::Future,
     net::{Ipv4Addr, TcpListener, TcpStream},

@@ -57,22 +57,25 @@ pub async fn audit_history(
         ));
     }
     let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
-    let history = ic_audit::history_from_jetstream(
-        &state.jetstream,
-        &ic_audit::HistoryQuery {
-            app_id: crate::SERVICE_NAME,
-            entity_type,
-            entity_id: id.to_string(),
-            start: q.start,
-            end: q.end,
-            offset,
-            limit: page.limit as usize,
-        },
-    )
-    .await?;
+    let query = ic_audit::HistoryQuery {
+        app_id: crate::SERVICE_NAME,
+        entity_type,
+        entity_id: id.to_string(),
+        start: q.start,
+        end: q.end,
+        offset,
+        limit: page.limit as usize,
+    };
+    let (history, source) = match &state.loki {
+        Some(loki) => (loki.history(&query).await?, "loki"),
+        None => (
+            ic_audit::history_from_jetstream(&state.jetstream, &query).await?,
+            "jetstream",
+        ),
+    };
     Ok(ic_http::extract::Json(serde_json::json!({
         "audit_records": history.records,
         "pagination": page.pagination(i64::try_from(history.total).unwrap_or(i64::MAX)),
-        "source": "jetstream",
+        "source": source,
     })))
 }

@@ -12,6 +12,7 @@ use async_nats::jetstream::{
 use axum::{Router, body::Body};
 use futures::StreamExt;
 use http::{HeaderMap, Method, Request, StatusCode};
+use ic_audit::loki::{LokiClient, LokiConfig, Shipper, ShipperConfig};
 use ic_events::{Relay, RelayConfig};
 use ic_http::{Secret, app_token::AppToken};
 use serde_json::{Value, json};
@@ -91,20 +92,52 @@ impl TestApp {
     }
 
     pub async fn with(pool: PgPool, nats_url: &str, app_token: Option<&str>) -> Self {
+        Self::build(pool, nats_url, app_token, None).await
+    }
+
+    /// With audit records shipped to (and history read from) Loki at `loki_url`.
+    pub async fn with_loki(pool: PgPool, nats_url: &str, loki_url: &str) -> Self {
+        let config = LokiConfig {
+            url: loki_url.to_owned(),
+            username: None,
+            api_key: None,
+            tenant_id: None,
+        };
+        Self::build(pool, nats_url, None, Some(config)).await
+    }
+
+    async fn build(
+        pool: PgPool,
+        nats_url: &str,
+        app_token: Option<&str>,
+        loki: Option<LokiConfig>,
+    ) -> Self {
         migrate(&pool).await;
         let nats = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .connect(nats_url)
             .await
             .expect("nats connect");
-        let state = AppState::new(pool.clone(), nats.clone(), "development");
+        let token = CancellationToken::new();
+        let mut state = AppState::new(pool.clone(), nats.clone(), "development");
+        if let Some(loki) = loki {
+            state = state.with_loki(LokiClient::new(loki.clone()));
+            let shipper = Shipper::new(
+                nats.clone(),
+                LokiClient::new(loki),
+                ShipperConfig {
+                    fetch_wait: Duration::from_millis(200),
+                    ..ShipperConfig::default()
+                },
+            );
+            tokio::spawn(shipper.run(token.clone()));
+        }
         let router = services_api::app(
             state,
             services_api::health("development", pool.clone(), nats.clone()),
             ic_telemetry::HttpMetrics::default(),
             AppToken(app_token.map(Secret::new)),
         );
-        let token = CancellationToken::new();
         let relay = Relay::new(
             pool.clone(),
             nats.clone(),

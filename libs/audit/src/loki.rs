@@ -1,0 +1,512 @@
+//! Grafana Loki: the push client, the shipper from `IC_AUDIT`, and history queries.
+//!
+//! The shipper binds the shared durable consumer [`SHIPPER_CONSUMER`], so every replica
+//! of every producing service can run it and each record is pushed once. A record is
+//! acknowledged only after Loki answered 2xx; 429, 5xx and network failures are NAKed
+//! with a growing delay (JetStream keeps them meanwhile, so a Loki outage loses nothing);
+//! a 400 for one record moves it to `dlq.audit.…` with the reason instead of blocking the
+//! rest. Contract: `shared/spec/README.md`, "Audit".
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self, AckKind,
+        consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    },
+};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use ic_events::streams::{self, AUDIT_SUBJECTS, IC_AUDIT};
+use ic_http::Secret;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{AuditHistoryError, AuditRecord, HistoryPage, HistoryQuery};
+
+/// The durable consumer every shipper binds.
+pub const SHIPPER_CONSUMER: &str = "audit-loki-shipper";
+/// The push path of Loki's HTTP API.
+pub const PUSH_PATH: &str = "/loki/api/v1/push";
+/// The range-query path of Loki's HTTP API.
+pub const QUERY_RANGE_PATH: &str = "/loki/api/v1/query_range";
+/// Header naming why a record was dead-lettered.
+pub const DEAD_LETTER_REASON: &str = "Dead-Letter-Reason";
+/// Header with Loki's status for a dead-lettered record.
+pub const DEAD_LETTER_STATUS: &str = "Dead-Letter-Status";
+
+/// Where and how to reach Loki (`LOKI_URL`, `LOKI_USERNAME`, `LOKI_API_KEY`,
+/// `LOKI_TENANT_ID`).
+#[derive(Debug, Clone)]
+pub struct LokiConfig {
+    /// Base URL, e.g. `http://loki:3100`.
+    pub url: String,
+    /// Basic-auth user (Grafana Cloud).
+    pub username: Option<String>,
+    /// Basic-auth password / API key (Grafana Cloud).
+    pub api_key: Option<Secret>,
+    /// `X-Scope-OrgID` for multi-tenant Loki.
+    pub tenant_id: Option<String>,
+}
+
+/// Outcome of one push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// 2xx: stored.
+    Accepted,
+    /// 400: Loki refuses this content for good (too old, too long…).
+    Rejected(String),
+    /// 429, 5xx, or no answer: try again later.
+    Retry(String),
+}
+
+/// Loki's HTTP API.
+#[derive(Debug, Clone)]
+pub struct LokiClient {
+    config: LokiConfig,
+    http: reqwest::Client,
+}
+
+/// The Loki `job` label for an app id.
+pub fn job_for_app(app_id: &str) -> String {
+    match app_id {
+        "services-api" => "services-audit".into(),
+        "content-api" => "content-audit".into(),
+        "admin-gateway" => "admin-audit".into(),
+        other => format!("{}-audit", other.trim_end_matches("-api")),
+    }
+}
+
+/// The stream labels of a record (few, low-cardinality; everything else is in the line).
+pub fn labels_of(record: &AuditRecord) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("job", job_for_app(&record.service)),
+        ("environment", record.environment.clone()),
+        ("entity_type", record.entity_type.clone()),
+        ("operation_type", record.operation_type.as_str().to_owned()),
+        ("service", record.service.clone()),
+    ])
+}
+
+/// The push body for records: one stream per label set, values `[ns, json line]`.
+pub fn push_body(records: &[&AuditRecord]) -> Value {
+    let mut streams: BTreeMap<BTreeMap<&'static str, String>, Vec<Value>> = BTreeMap::new();
+    for record in records {
+        let ns = record
+            .audit_timestamp
+            .timestamp_nanos_opt()
+            .unwrap_or_default();
+        let line = serde_json::to_string(record).unwrap_or_default();
+        streams
+            .entry(labels_of(record))
+            .or_default()
+            .push(json!([ns.to_string(), line]));
+    }
+    json!({
+        "streams": streams
+            .into_iter()
+            .map(|(labels, values)| json!({ "stream": labels, "values": values }))
+            .collect::<Vec<_>>()
+    })
+}
+
+impl LokiClient {
+    /// A client (installs the ring TLS provider if none is installed yet).
+    pub fn new(config: LokiConfig) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        Self { config, http }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(
+            method,
+            format!("{}{path}", self.config.url.trim_end_matches('/')),
+        );
+        if let Some(tenant) = &self.config.tenant_id {
+            req = req.header("X-Scope-OrgID", tenant);
+        }
+        if let Some(user) = &self.config.username {
+            req = req.basic_auth(user, self.config.api_key.as_ref().map(Secret::expose));
+        }
+        req
+    }
+
+    /// Pushes records in one request.
+    pub async fn push(&self, records: &[&AuditRecord]) -> PushOutcome {
+        let res = self
+            .request(reqwest::Method::POST, PUSH_PATH)
+            .json(&push_body(records))
+            .send()
+            .await;
+        match res {
+            Ok(res) if res.status().is_success() => PushOutcome::Accepted,
+            Ok(res) => {
+                let status = res.status();
+                let body: String = res
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(500)
+                    .collect();
+                let reason = format!("{status}: {}", body.trim());
+                if status == reqwest::StatusCode::BAD_REQUEST {
+                    PushOutcome::Rejected(reason)
+                } else {
+                    PushOutcome::Retry(reason)
+                }
+            }
+            Err(err) => PushOutcome::Retry(format!("no answer: {err}")),
+        }
+    }
+
+    /// An entity's records from Loki (`query_range`, newest first). Without `start`, the
+    /// last 30 days are searched (Loki's default maximum query length).
+    pub async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, AuditHistoryError> {
+        let end = query.end.unwrap_or_else(Utc::now);
+        let start = query.start.unwrap_or(end - chrono::Duration::days(30));
+        let logql = format!(
+            "{{job=\"{}\", entity_type=\"{}\"}} |= \"{}\" | json | entity_id=\"{}\"",
+            job_for_app(query.app_id),
+            query.entity_type,
+            query.entity_id,
+            query.entity_id
+        );
+        let ns = |t: DateTime<Utc>| t.timestamp_nanos_opt().unwrap_or_default().to_string();
+        let params = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", &logql)
+            .append_pair("start", &ns(start))
+            .append_pair("end", &ns(end))
+            .append_pair("limit", "5000")
+            .append_pair("direction", "backward")
+            .finish();
+        let res = self
+            .request(
+                reqwest::Method::GET,
+                &format!("{QUERY_RANGE_PATH}?{params}"),
+            )
+            .send()
+            .await
+            .map_err(|e| AuditHistoryError::Unavailable(format!("Loki query failed: {e}")))?;
+        if !res.status().is_success() {
+            return Err(AuditHistoryError::Unavailable(format!(
+                "Loki answered {}",
+                res.status()
+            )));
+        }
+        let body: Value = res
+            .json()
+            .await
+            .map_err(|e| AuditHistoryError::Unavailable(format!("Loki answer unreadable: {e}")))?;
+        let mut records: Vec<AuditRecord> = body["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|stream| stream["values"].as_array().cloned().unwrap_or_default())
+            .filter_map(|pair| {
+                pair.get(1)
+                    .and_then(Value::as_str)
+                    .and_then(|l| serde_json::from_str(l).ok())
+            })
+            .collect();
+        records.sort_by(|a, b| {
+            b.audit_timestamp
+                .cmp(&a.audit_timestamp)
+                .then(b.audit_id.cmp(&a.audit_id))
+        });
+        records.dedup_by_key(|r| r.audit_id);
+        let total = records.len();
+        Ok(HistoryPage {
+            records: records
+                .into_iter()
+                .skip(query.offset)
+                .take(query.limit)
+                .collect(),
+            total,
+        })
+    }
+}
+
+/// Shipper tuning.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// Records per push.
+    pub batch_size: usize,
+    /// How long a fetch waits for records.
+    pub fetch_wait: Duration,
+    /// First retry delay after a failed push.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for ShipperConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            fetch_wait: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Ships `IC_AUDIT` to Loki.
+#[derive(Debug, Clone)]
+pub struct Shipper {
+    jetstream: jetstream::Context,
+    loki: LokiClient,
+    config: ShipperConfig,
+}
+
+impl Shipper {
+    /// A shipper over a NATS client.
+    pub fn new(nats: async_nats::Client, loki: LokiClient, config: ShipperConfig) -> Self {
+        Self {
+            jetstream: jetstream::new(nats),
+            loki,
+            config,
+        }
+    }
+
+    async fn consumer(&self) -> Result<PullConsumer, async_nats::Error> {
+        streams::ensure(&self.jetstream).await?;
+        let stream = self.jetstream.get_stream(IC_AUDIT).await?;
+        Ok(stream
+            .get_or_create_consumer(
+                SHIPPER_CONSUMER,
+                pull::Config {
+                    durable_name: Some(SHIPPER_CONSUMER.to_owned()),
+                    filter_subject: AUDIT_SUBJECTS.to_owned(),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(60),
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await?)
+    }
+
+    /// Runs until `token` is cancelled; in-flight pushes finish first.
+    pub async fn run(self, token: CancellationToken) {
+        let mut backoff = self.config.min_backoff;
+        let mut consumer: Option<PullConsumer> = None;
+        while !token.is_cancelled() {
+            if consumer.is_none() {
+                match self.consumer().await {
+                    Ok(c) => consumer = Some(c),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "audit shipper cannot bind its consumer; retrying");
+                        sleep_or_cancel(&token, backoff).await;
+                        backoff = (backoff * 2).min(self.config.max_backoff);
+                        continue;
+                    }
+                }
+            }
+            let Some(bound) = consumer.as_ref() else {
+                continue;
+            };
+            let fetched = tokio::select! {
+                () = token.cancelled() => break,
+                fetched = self.fetch(bound) => fetched,
+            };
+            match fetched {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(batch) => {
+                    if self.ship(batch, &mut backoff).await {
+                        backoff = self.config.min_backoff;
+                    } else {
+                        // Loki is struggling: give it room before the next fetch.
+                        sleep_or_cancel(&token, backoff).await;
+                        backoff = (backoff * 2).min(self.config.max_backoff);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "audit shipper fetch failed; retrying");
+                    consumer = None;
+                    sleep_or_cancel(&token, backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        consumer: &PullConsumer,
+    ) -> Result<Vec<jetstream::Message>, async_nats::Error> {
+        let mut messages = consumer
+            .batch()
+            .max_messages(self.config.batch_size)
+            .expires(self.config.fetch_wait)
+            .messages()
+            .await?;
+        let mut batch = Vec::new();
+        while let Some(message) = messages.next().await {
+            batch.push(message?);
+        }
+        Ok(batch)
+    }
+
+    /// Pushes a batch; returns false when Loki asked us to retry.
+    async fn ship(&self, batch: Vec<jetstream::Message>, backoff: &mut Duration) -> bool {
+        let mut parsed = Vec::with_capacity(batch.len());
+        for message in batch {
+            match serde_json::from_slice::<AuditRecord>(&message.payload) {
+                Ok(record) => parsed.push((message, record)),
+                Err(err) => {
+                    self.dead_letter(
+                        &message,
+                        "unparseable",
+                        &format!("not an audit record: {err}"),
+                    )
+                    .await
+                }
+            }
+        }
+        if parsed.is_empty() {
+            return true;
+        }
+        let records: Vec<&AuditRecord> = parsed.iter().map(|(_, r)| r).collect();
+        match self.loki.push(&records).await {
+            PushOutcome::Accepted => {
+                for (message, _) in &parsed {
+                    let _ = message.ack().await;
+                }
+                true
+            }
+            PushOutcome::Retry(reason) => {
+                tracing::warn!(reason = %reason, records = parsed.len(), "Loki push failed; records stay in JetStream");
+                for (message, _) in &parsed {
+                    let _ = message.ack_with(AckKind::Nak(Some(*backoff))).await;
+                }
+                false
+            }
+            PushOutcome::Rejected(reason) if parsed.len() == 1 => {
+                self.dead_letter(&parsed[0].0, "400", &reason).await;
+                true
+            }
+            PushOutcome::Rejected(_) => {
+                // Find the offending records one by one; Loki de-duplicates identical
+                // entries, so re-pushing what it already kept is harmless.
+                let mut healthy = true;
+                for (message, record) in &parsed {
+                    match self.loki.push(&[record]).await {
+                        PushOutcome::Accepted => {
+                            let _ = message.ack().await;
+                        }
+                        PushOutcome::Rejected(reason) => {
+                            self.dead_letter(message, "400", &reason).await
+                        }
+                        PushOutcome::Retry(_) => {
+                            healthy = false;
+                            let _ = message.ack_with(AckKind::Nak(Some(*backoff))).await;
+                        }
+                    }
+                }
+                healthy
+            }
+        }
+    }
+
+    /// Publishes the record to `dlq.<subject>` with the reason, then acknowledges it.
+    async fn dead_letter(&self, message: &jetstream::Message, status: &str, reason: &str) {
+        let subject = format!("dlq.{}", message.subject);
+        let mut headers = HeaderMap::new();
+        headers.insert(DEAD_LETTER_STATUS, status);
+        let reason: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect();
+        headers.insert(DEAD_LETTER_REASON, reason.as_str());
+        let published = match self
+            .jetstream
+            .publish_with_headers(subject, headers, Bytes::from(message.payload.to_vec()))
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if published {
+            tracing::warn!(subject = %message.subject, reason = %reason, "audit record dead-lettered");
+            let _ = message.ack().await;
+        } else {
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+        }
+    }
+}
+
+async fn sleep_or_cancel(token: &CancellationToken, delay: Duration) {
+    let jitter = Duration::from_millis(rand::random_range(
+        0..=delay.as_millis().min(2000) as u64 / 5,
+    ));
+    tokio::select! {
+        () = token.cancelled() => {}
+        () = tokio::time::sleep(delay + jitter) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataSnapshot, OperationType};
+
+    fn record(entity_type: &str, op: OperationType) -> AuditRecord {
+        AuditRecord {
+            audit_id: uuid::Uuid::now_v7(),
+            entity_type: entity_type.into(),
+            entity_id: "e1".into(),
+            operation_type: op,
+            audit_timestamp: Utc::now(),
+            user_id: "u".into(),
+            correlation_id: "c".into(),
+            trace_id: "t".into(),
+            data_snapshot: DataSnapshot {
+                before: None,
+                after: Some(json!({"a": 1})),
+            },
+            environment: "development".into(),
+            service: "services-api".into(),
+            action: "created".into(),
+        }
+    }
+
+    #[test]
+    fn records_are_grouped_into_streams_by_their_few_labels() {
+        let a = record("service", OperationType::Insert);
+        let b = record("service", OperationType::Insert);
+        let c = record("category", OperationType::Delete);
+        let body = push_body(&[&a, &b, &c]);
+        let streams = body["streams"].as_array().unwrap();
+        assert_eq!(streams.len(), 2);
+        let service = streams
+            .iter()
+            .find(|s| s["stream"]["entity_type"] == "service")
+            .unwrap();
+        assert_eq!(
+            service["stream"],
+            json!({"job": "services-audit", "environment": "development", "entity_type": "service", "operation_type": "INSERT", "service": "services-api"})
+        );
+        assert_eq!(service["values"].as_array().unwrap().len(), 2);
+        let line: AuditRecord =
+            serde_json::from_str(service["values"][0][1].as_str().unwrap()).unwrap();
+        assert_eq!(line, a);
+        assert_eq!(
+            service["values"][0][0],
+            a.audit_timestamp.timestamp_nanos_opt().unwrap().to_string()
+        );
+        assert_eq!(job_for_app("admin-gateway"), "admin-audit");
+        assert_eq!(job_for_app("content-api"), "content-audit");
+    }
+}
