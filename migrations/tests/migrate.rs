@@ -215,7 +215,13 @@ async fn development_resets_and_reapplies_after_a_failing_migration_and_staging_
     let url = url_of(&pool);
     assert!(run(&url, &["up"]).status.success());
     let broken = |pool: PgPool| async move {
-        let out = run(&url_of(&pool), &["down", "--steps", "1"]);
+        // Revert down to (and including) 0002, the outbox.
+        let steps = ic_migrations::migrations_of("services")
+            .iter()
+            .filter(|m| m.version >= 2)
+            .count()
+            .to_string();
+        let out = run(&url_of(&pool), &["down", "--steps", &steps]);
         assert!(out.status.success(), "{}", text(&out));
         // Something in the way of migration 0002.
         sqlx::query("CREATE TABLE services.outbox (x int)")

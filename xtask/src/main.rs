@@ -26,6 +26,12 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// The cargo target directory (honours `CARGO_TARGET_DIR`).
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map_or_else(|_| workspace_root().join("target"), PathBuf::from)
+}
+
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root());

@@ -114,47 +114,43 @@ struct WithTotal {
     total: i64,
 }
 
-/// The public list query; also what `cargo xtask bench` gives pgbench.
-pub const PUBLIC_LIST_SQL: &str = "SELECT s.service_id, s.title, s.description, s.slug, s.long_description_url, s.category_id,
+/// The public page query: walks `services_public_list_idx` in `ORDER BY` order and stops
+/// after `LIMIT` rows. Also what `cargo xtask bench` gives pgbench.
+pub const PUBLIC_PAGE_SQL: &str = "SELECT s.service_id, s.title, s.description, s.slug, s.long_description_url, s.category_id,
         c.name AS category_name, c.slug AS category_slug, s.image_url, s.order_number, s.delivery_mode,
         s.publishing_status, s.created_on, s.created_by, s.modified_on, s.modified_by, s.is_deleted,
-        s.deleted_on, s.deleted_by, count(*) OVER () AS total
+        s.deleted_on, s.deleted_by
     FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
     WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted
       AND ($1::uuid IS NULL OR s.category_id = $1) AND ($2::text IS NULL OR s.delivery_mode = $2)
     ORDER BY s.order_number, s.title, s.service_id
     LIMIT $3 OFFSET $4";
 
-/// A page of published services and the total.
+/// The total of the public list (a separate query: a `count(*) OVER ()` on the page query
+/// would make Postgres read and sort every published row for each page).
+pub const PUBLIC_COUNT_SQL: &str = "SELECT count(*)
+    FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+    WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted
+      AND ($1::uuid IS NULL OR s.category_id = $1) AND ($2::text IS NULL OR s.delivery_mode = $2)";
+
+/// A page of published services and the total; the two queries run concurrently.
 pub async fn list_public(
     db: impl PgExecutor<'_> + Copy,
     filter: &PublicFilter,
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<ServiceRecord>, i64), sqlx::Error> {
-    let rows: Vec<WithTotal> = sqlx::query_as(PUBLIC_LIST_SQL)
+    let page = sqlx::query_as(PUBLIC_PAGE_SQL)
         .bind(filter.category_id)
         .bind(filter.delivery_mode)
         .bind(limit)
         .bind(offset)
-        .fetch_all(db)
-        .await?;
-    let total = match rows.first() {
-        Some(r) => r.total,
-        None if offset > 0 => {
-            sqlx::query_scalar(
-                "SELECT count(*) FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
-                 WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted
-                   AND ($1::uuid IS NULL OR s.category_id = $1) AND ($2::text IS NULL OR s.delivery_mode = $2)",
-            )
-            .bind(filter.category_id)
-            .bind(filter.delivery_mode)
-            .fetch_one(db)
-            .await?
-        }
-        None => 0,
-    };
-    Ok((rows.into_iter().map(|r| r.record).collect(), total))
+        .fetch_all(db);
+    let count = sqlx::query_scalar(PUBLIC_COUNT_SQL)
+        .bind(filter.category_id)
+        .bind(filter.delivery_mode)
+        .fetch_one(db);
+    tokio::try_join!(page, count)
 }
 
 /// One published service by id.
