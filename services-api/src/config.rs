@@ -31,6 +31,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `RUST_LOG`.
     pub rust_log: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_EXPORTER_OTLP_ENDPOINT` +
+    /// `/v1/traces`: spans are exported over OTLP/HTTP when set.
+    pub otlp_endpoint: Option<String>,
 }
 
 const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:55432/international_center";
@@ -114,6 +117,10 @@ impl Config {
             app_api_token,
             log_format: vars.parse_or("LOG_FORMAT", "json or pretty", LogFormat::Json)?,
             rust_log: vars.raw("RUST_LOG").map(str::to_owned),
+            otlp_endpoint: ic_telemetry::otlp_traces_endpoint(
+                vars.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                vars.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            ),
         })
     }
 
@@ -125,6 +132,7 @@ impl Config {
             environment: self.environment.to_string(),
             log_format: self.log_format,
             filter: self.rust_log.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone(),
         }
     }
 }

@@ -130,7 +130,7 @@ pub async fn request_context(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let ctx = RequestContext::from_headers(service_name, request.headers());
+    let mut ctx = RequestContext::from_headers(service_name, request.headers());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -142,12 +142,16 @@ pub async fn request_context(
         route = %route,
         correlation_id = %ctx.correlation_id,
         request_id = %ctx.request_id,
-        trace_id = %ctx.trace.trace_id,
-        span_id = %ctx.trace.span_id,
+        trace_id = field::Empty,
+        span_id = field::Empty,
         user_id = %ctx.user_id(),
         status = field::Empty,
         latency_ms = field::Empty,
     );
+    // With OTLP export on, the exported span's ids become the request's trace ids.
+    ctx.trace = ic_telemetry::link_span(&span, &ctx.trace);
+    span.record("trace_id", field::display(ctx.trace.trace_id));
+    span.record("span_id", field::display(ctx.trace.span_id));
     let echo = [
         (X_CORRELATION_ID, ctx.correlation_id.to_string()),
         (X_REQUEST_ID, ctx.request_id.clone()),

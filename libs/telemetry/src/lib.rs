@@ -7,6 +7,6 @@ mod logging;
 mod metrics;
 mod trace_context;
 
-pub use logging::{LogFormat, TelemetryConfig, TelemetryGuard, init};
+pub use logging::{LogFormat, TelemetryConfig, TelemetryGuard, init, otlp_traces_endpoint};
 pub use metrics::{HttpMetrics, metrics_handler, track_http};
-pub use trace_context::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId};
+pub use trace_context::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId, link_span};

@@ -169,6 +169,42 @@ impl TraceContext {
     }
 }
 
+/// Binds `span` to the trace: with OpenTelemetry export on, the span continues the
+/// caller's trace (when `incoming` came from a `traceparent`) and the returned context
+/// carries the OpenTelemetry span's own ids, so logs, events, audit records and exported
+/// spans agree. Without export, `incoming` is returned unchanged.
+pub fn link_span(span: &tracing::Span, incoming: &TraceContext) -> TraceContext {
+    use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    if let Some(parent) = incoming.parent_span_id {
+        let remote = SpanContext::new(
+            opentelemetry::trace::TraceId::from_bytes(incoming.trace_id.0),
+            opentelemetry::trace::SpanId::from_bytes(parent.0),
+            if incoming.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
+            true,
+            TraceState::default(),
+        );
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    let otel = span.context();
+    let own = otel.span().span_context().clone();
+    if !own.is_valid() {
+        return incoming.clone();
+    }
+    TraceContext {
+        trace_id: TraceId(own.trace_id().to_bytes()),
+        span_id: SpanId(own.span_id().to_bytes()),
+        parent_span_id: incoming.parent_span_id,
+        sampled: own.is_sampled(),
+        tracestate: incoming.tracestate.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
