@@ -116,11 +116,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("expected a duration like 30s or 5m, got {s:?}"))?;
+    let seconds = |factor: u64| {
+        n.checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration {s:?} is too long"))
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
+        "" | "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
         _ => Err(format!("expected a duration like 30s or 5m, got {s:?}")),
     }
 }
@@ -328,10 +333,12 @@ async fn run(cli: &Cli, url: &str, summary: &mut Summary) -> anyhow::Result<()> 
             summary.postgres_migration_status = "success";
         }
         Command::Down { schema, steps } => {
-            if cli.environment == Environment::Development || cli.approach() == Approach::Aggressive
+            // Production needs approval whatever approach is forced; development and
+            // staging may go down freely.
+            if (cli.environment == Environment::Production
+                || cli.approach() == Approach::Conservative)
+                && !cli.approved()
             {
-                // allowed
-            } else if cli.approach() == Approach::Conservative && !cli.approved() {
                 bail!(
                     "down in production needs approval: pass --approve or set MIGRATION_APPROVED=true"
                 );
@@ -390,8 +397,18 @@ async fn up(
         }
     }
     if approach != Approach::Aggressive {
+        // Validate before: applied files unchanged, and with nothing pending the live
+        // schema must already match its snapshot (drift is caught before touching it).
         for schema in schemas {
             m::verify_history(conn, schema).await?;
+            if m::pending(conn, schema).await?.is_empty() {
+                let v = m::validate(conn, schema).await?;
+                if !v.compliant {
+                    summary.schema_validation_result = "non-compliant";
+                    summary.diff.extend(v.diff);
+                    bail!("schema {schema} drifted from its snapshot before migrating");
+                }
+            }
         }
         let existing = existing_schemas(conn, schemas).await?;
         backup(cli, url, &existing, summary).await?;
@@ -399,7 +416,11 @@ async fn up(
     for schema in schemas {
         let applied = match m::up(conn, schema, cli.timeout()).await {
             Ok(applied) => applied,
-            Err(err) if approach == Approach::Aggressive => {
+            // Dropping a schema is for development data only, whatever approach is forced.
+            Err(err)
+                if approach == Approach::Aggressive
+                    && cli.environment == Environment::Development =>
+            {
                 say(
                     cli,
                     format!("{schema}: {err}; resetting the schema and re-applying once"),
@@ -518,7 +539,13 @@ async fn backup(
     for schema in schemas {
         cmd.arg(format!("--schema={schema}"));
     }
-    cmd.arg("--schema=public").arg(format!("--dbname={url}"));
+    // The password goes through the environment, never the command line (`ps` shows it).
+    let mut parsed = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
+    if let Some(password) = parsed.password() {
+        cmd.env("PGPASSWORD", percent_decode(password));
+    }
+    let _ = parsed.set_password(None);
+    cmd.arg("--schema=public").arg(format!("--dbname={parsed}"));
     let out = cmd.output().await.context("running pg_dump")?;
     if !out.status.success() {
         bail!(
@@ -543,6 +570,13 @@ async fn backup(
         format!("backup {} verified (sha256 {digest})", file.display()),
     );
     Ok(())
+}
+
+fn percent_decode(value: &str) -> String {
+    url::form_urlencoded::parse(format!("p={}", value.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 async fn verify_backup(file: &Path) -> anyhow::Result<()> {
@@ -573,6 +607,8 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+        assert!(parse_duration(&format!("{}h", u64::MAX / 60)).is_err());
     }
 
     #[test]

@@ -357,3 +357,90 @@ fn a_missing_database_url_is_a_one_line_error_with_exit_code_2() {
         "{err}"
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn production_never_drops_a_schema_and_down_needs_approval_whatever_the_approach(
+    pool: PgPool,
+) {
+    let url = url_of(&pool);
+    assert!(run(&url, &["up"]).status.success());
+    sqlx::query("INSERT INTO services.service_categories (category_id, name, slug, created_by) VALUES (gen_random_uuid(), 'Precious', 'precious', 't')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let steps = ic_migrations::migrations_of("services")
+        .iter()
+        .filter(|m| m.version >= 2)
+        .count()
+        .to_string();
+    assert!(run(&url, &["down", "--steps", &steps]).status.success());
+    sqlx::query("CREATE TABLE services.outbox (x int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().to_str().unwrap();
+    let out = migrate(
+        &url,
+        &[
+            "up",
+            "--environment",
+            "production",
+            "--approach",
+            "aggressive",
+            "--backup-dir",
+            dir,
+        ],
+    )
+    .env("MIGRATION_APPROVED", "true")
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "the failing migration fails the run");
+    assert!(!text(&out).contains("resetting"), "{}", text(&out));
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM services.service_categories WHERE slug = 'precious'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, 1, "production data survives");
+    let out = run(
+        &url,
+        &[
+            "down",
+            "--environment",
+            "production",
+            "--approach",
+            "aggressive",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("approval"), "{}", text(&out));
+}
+
+#[sqlx::test(migrations = false)]
+async fn careful_runs_refuse_a_drifted_schema_before_touching_it(pool: PgPool) {
+    let url = url_of(&pool);
+    assert!(run(&url, &["up"]).status.success());
+    sqlx::query("ALTER TABLE services.services ADD COLUMN drift integer")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let out = run(
+        &url,
+        &[
+            "up",
+            "--environment",
+            "staging",
+            "--output",
+            "json",
+            "--backup-dir",
+            backups.path().to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let s = summary(&out);
+    assert_eq!(s["schemaValidationResult"], "non-compliant");
+    assert!(s["error"].as_str().unwrap().contains("drifted"), "{s}");
+}

@@ -73,6 +73,17 @@ impl Config {
                 "APP_API_TOKEN must be set in production (or ALLOW_UNAUTHENTICATED_BACKEND=true to accept forgeable identity headers)".into(),
             ));
         }
+        let database_max_connections: u32 = vars.parse_or(
+            "DATABASE_MAX_CONNECTIONS",
+            "a number of connections (1-1000)",
+            10,
+        )?;
+        if !(1..=1000).contains(&database_max_connections) {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_MAX_CONNECTIONS".into(),
+                expected: "a number of connections (1-1000)".into(),
+            });
+        }
         let loki = match vars.raw("LOKI_URL") {
             None => None,
             Some(url) => {
@@ -108,11 +119,7 @@ impl Config {
             port: vars.port("SERVICES_API_PORT", 8080)?,
             environment,
             database_url: Secret::new(database_url),
-            database_max_connections: vars.parse_or(
-                "DATABASE_MAX_CONNECTIONS",
-                "a number of connections (1-1000)",
-                10,
-            )?,
+            database_max_connections,
             nats_url,
             app_api_token,
             log_format: vars.parse_or("LOG_FORMAT", "json or pretty", LogFormat::Json)?,
@@ -184,6 +191,8 @@ mod tests {
             ("ENVIRONMENT", "moon"),
             ("LOG_FORMAT", "xml"),
             ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("DATABASE_MAX_CONNECTIONS", "5000"),
         ] {
             let err = Config::from_env(env(&[(name, value)])).unwrap_err();
             assert!(err.to_string().contains(name), "{name}: {err}");

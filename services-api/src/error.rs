@@ -104,13 +104,21 @@ impl From<sqlx::Error> for Error {
                 }
                 _ => {}
             }
-            // 23514 check_violation, 22001 string too long, 22P02 invalid text:
-            // input the domain layer should have refused; still a client error.
-            if matches!(
-                db.code().as_deref(),
-                Some("23514" | "22001" | "22P02" | "22021")
-            ) {
-                return Self::validation("body", "a value is out of range");
+            // Check constraints guard what the domain layer validates first; should one
+            // still fire, it is the client's value, named by the constraint.
+            if let Some(field) = db.constraint().and_then(check_constraint_field) {
+                return Self::validation(field, format!("{field} is out of range"));
+            }
+            match db.code().as_deref() {
+                // 23514 check_violation, 22001 string too long, 22P02 invalid text,
+                // 22021 bad encoding: a client value the domain layer let through.
+                Some("23514" | "22001" | "22P02" | "22021") => {
+                    return Self::validation("body", "a value is out of range");
+                }
+                // Deadlock or serialization failure between concurrent writes: nothing
+                // was written; the client may retry.
+                Some("40P01" | "40001") => return Self::Unavailable(err),
+                _ => {}
             }
         }
         match err {
@@ -121,6 +129,21 @@ impl From<sqlx::Error> for Error {
             other => Self::Database(other),
         }
     }
+}
+
+/// The request field a check constraint guards.
+fn check_constraint_field(constraint: &str) -> Option<&'static str> {
+    Some(match constraint {
+        "services_title_length" => "title",
+        "services_description_length" => "description",
+        "services_slug_format" | "service_categories_slug_format" => "slug",
+        "services_long_description_url_https" => "long_description_url",
+        "services_image_url_https" => "image_url",
+        "services_delivery_mode_valid" => "delivery_mode",
+        "service_categories_name_length" => "name",
+        "featured_categories_position_range" => "feature_position",
+        _ => return None,
+    })
 }
 
 impl From<ApiError> for Error {
@@ -149,6 +172,10 @@ impl From<Error> for ApiError {
             }
             Error::Unavailable(source) => ApiError::unavailable(source),
             Error::Database(source) => ApiError::internal(source),
+            Error::AuditHistory(AuditHistoryError::Rejected(reason)) => ApiError::validation(
+                "start",
+                format!("the audit store refused this time range: {reason}"),
+            ),
             Error::AuditHistory(source) => ApiError::unavailable(source),
             Error::Api(api) => api,
         }

@@ -209,14 +209,12 @@ impl App {
             .map_err(StartupError::Nats)?;
         let environment = config.environment.as_str();
         let mut state = AppState::new(pool.clone(), nats.clone(), environment);
-        let shipper = config.loki.clone().map(|loki| {
-            state = state.clone().with_loki(LokiClient::new(loki.clone()));
-            Shipper::new(
-                nats.clone(),
-                LokiClient::new(loki),
-                ShipperConfig::default(),
-            )
-        });
+        let mut shipper = None;
+        if let Some(loki) = config.loki.clone() {
+            let client = LokiClient::new(loki);
+            state = state.with_loki(client.clone());
+            shipper = Some(Shipper::new(nats.clone(), client, ShipperConfig::default()));
+        }
         let router = app(
             state,
             health(environment, pool.clone(), nats.clone()),

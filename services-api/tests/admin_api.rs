@@ -4,6 +4,7 @@ mod common;
 
 use common::{ADMIN, TestApp};
 use http::Method;
+use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -593,4 +594,154 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_the_envelope(pool: PgPo
     app.admin(Method::PATCH, "/admin/api/v1/services", None)
         .await
         .error(405, "METHOD_NOT_ALLOWED");
+}
+
+#[sqlx::test(migrations = false)]
+async fn constraint_races_map_to_409_by_constraint_name(pool: PgPool) {
+    // The handlers check first; these inserts take the path a concurrent writer would,
+    // straight into the unique constraints.
+    let app = TestApp::new(pool.clone()).await;
+    let a = app.create_category("Race A").await;
+    let b = app.create_category("Race B").await;
+    let id =
+        |v: &serde_json::Value| uuid::Uuid::parse_str(v["category_id"].as_str().unwrap()).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    services_api::db::featured::insert(&mut tx, uuid::Uuid::now_v7(), id(&a), 1, "t")
+        .await
+        .unwrap();
+    let position =
+        services_api::db::featured::insert(&mut tx, uuid::Uuid::now_v7(), id(&b), 1, "t")
+            .await
+            .unwrap_err();
+    drop(tx);
+    let mut tx = pool.begin().await.unwrap();
+    services_api::db::featured::insert(&mut tx, uuid::Uuid::now_v7(), id(&a), 1, "t")
+        .await
+        .unwrap();
+    let category =
+        services_api::db::featured::insert(&mut tx, uuid::Uuid::now_v7(), id(&a), 2, "t")
+            .await
+            .unwrap_err();
+    drop(tx);
+    let new = services_api::domain::inputs::CreateCategory::deserialize(json!({"name": "Race A"}))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let slug = services_api::db::categories::insert(&mut tx, uuid::Uuid::now_v7(), &new, "t")
+        .await
+        .unwrap_err();
+    drop(tx);
+    for (err, field) in [
+        (position, "feature_position"),
+        (category, "category_id"),
+        (slug, "slug"),
+    ] {
+        let api = ic_http::ApiError::from(services_api::error::Error::from(err));
+        assert_eq!(api.code(), ic_http::ErrorCode::Conflict);
+        assert_eq!(api.envelope()["error"]["details"]["field"], field);
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_category_delete_records_each_moved_service_and_moves_deleted_ones_too(pool: PgPool) {
+    let app = TestApp::new(pool.clone()).await;
+    let cat = app.create_category("Moving").await;
+    let cat_id = cat["category_id"].as_str().unwrap();
+    let live = app
+        .create_service(json!({"title": "Live", "category_id": cat_id}))
+        .await;
+    let gone = app
+        .create_service(json!({"title": "Gone", "category_id": cat_id}))
+        .await;
+    app.admin(
+        Method::DELETE,
+        &format!(
+            "/admin/api/v1/services/{}",
+            gone["service_id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    app.wait_relayed().await;
+    let res = app
+        .request(
+            Method::DELETE,
+            &format!("/admin/api/v1/services/categories/{cat_id}"),
+            None,
+            &[
+                ("x-user-id", "remover"),
+                ("x-correlation-id", "8d3f6c1e-2b4a-4c5d-9e6f-7a8b9c0d1e2f"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 204);
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM services.services WHERE category_id = $1::uuid")
+            .bind(cat_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "no service points at the deleted category");
+    let res = app
+        .get(&format!(
+            "/admin/api/v1/services/{}",
+            live["service_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(res.body["modified_by"], "remover");
+    app.wait_relayed().await;
+    let events = common::events_with_correlation(
+        &app.jetstream,
+        uuid::Uuid::parse_str("8d3f6c1e-2b4a-4c5d-9e6f-7a8b9c0d1e2f").unwrap(),
+    )
+    .await;
+    let subjects: Vec<&str> = events.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| **s == "ic.services.service.updated")
+            .count(),
+        2,
+        "{subjects:?}"
+    );
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| **s == "ic.services.category.deleted")
+            .count(),
+        1,
+        "{subjects:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_default_category_is_recognised_by_its_flag(pool: PgPool) {
+    let app = TestApp::new(pool.clone()).await;
+    // Whatever its id, the flagged category is the default one.
+    let res = app.get("/admin/api/v1/services/categories").await;
+    let default = res.body["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["is_default_unassigned"] == true)
+        .unwrap()
+        .clone();
+    let res = app
+        .admin(
+            Method::DELETE,
+            &format!(
+                "/admin/api/v1/services/categories/{}",
+                default["category_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    res.error(422, "BUSINESS_RULE_VIOLATION");
+    app.get(&format!(
+        "/api/v1/services/categories/{}/services",
+        default["category_id"].as_str().unwrap()
+    ))
+    .await
+    .error(404, "NOT_FOUND");
 }

@@ -129,6 +129,7 @@ async fn a_rolled_back_write_yields_neither_event_nor_audit_record(pool: PgPool)
     // A transaction that did write its event and audit record to the outbox, then rolled
     // back: nothing of it may ever be published.
     let rolled_back = Uuid::new_v4();
+    let never = Uuid::new_v4();
     let mut headers = http::HeaderMap::new();
     headers.insert("x-correlation-id", rolled_back.to_string().parse().unwrap());
     headers.insert("x-user-id", ADMIN.parse().unwrap());
@@ -141,7 +142,7 @@ async fn a_rolled_back_write_yields_neither_event_nor_audit_record(pool: PgPool)
             &ctx,
             ic_audit::Change {
                 entity_type: "service",
-                entity_id: Uuid::new_v4(),
+                entity_id: never,
                 action: "created",
                 operation: ic_audit::OperationType::Insert,
                 before: None,
@@ -173,6 +174,12 @@ async fn a_rolled_back_write_yields_neither_event_nor_audit_record(pool: PgPool)
         events_with_correlation(&app.jetstream, rolled_back)
             .await
             .is_empty()
+    );
+    assert!(
+        audit_records(&app.jetstream, "service", &never.to_string())
+            .await
+            .is_empty(),
+        "no audit record either"
     );
 }
 
@@ -267,6 +274,16 @@ async fn audit_history_endpoints_answer_from_jetstream_newest_first(pool: PgPool
     assert_eq!(res.body["audit_records"].as_array().unwrap().len(), 3);
     let res = app
         .get(&format!(
+            "/admin/api/v1/services/{id}/audit?start=2999-01-01T00:00:00Z"
+        ))
+        .await;
+    assert_eq!(
+        res.error(400, "VALIDATION_ERROR").as_deref(),
+        Some("start"),
+        "a start in the future"
+    );
+    let res = app
+        .get(&format!(
             "/admin/api/v1/services/{id}/audit?start=yesterday"
         ))
         .await;
@@ -334,4 +351,14 @@ async fn with_loki_configured_audit_records_are_shipped_there_and_history_is_rea
         "published"
     );
     assert_eq!(records[1]["operation_type"], "INSERT");
+    let res = app
+        .get(&format!(
+            "/admin/api/v1/services/{id}/audit?start=2020-01-01T00:00:00Z"
+        ))
+        .await;
+    assert_eq!(
+        res.error(400, "VALIDATION_ERROR").as_deref(),
+        Some("start"),
+        "Loki serves 30 days at a time"
+    );
 }

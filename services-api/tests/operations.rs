@@ -118,6 +118,13 @@ async fn with_an_app_token_requests_without_the_matching_dapr_api_token_are_401(
         )
         .await;
     forged.error(401, "UNAUTHORIZED");
+    let written: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM services.services) + (SELECT count(*) FROM services.outbox)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(written, 0, "the forged write left nothing behind");
     let ok = app
         .request(
             Method::GET,

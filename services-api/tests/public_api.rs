@@ -355,3 +355,35 @@ async fn featured_lists_categories_by_position_with_their_published_services(poo
     assert_eq!(featured[1]["slug"], "primary-care");
     assert_eq!(featured[1]["services"].as_array().unwrap().len(), 1);
 }
+
+#[sqlx::test(migrations = false)]
+async fn services_of_a_deleted_category_are_never_public(pool: PgPool) {
+    let app = TestApp::new(pool.clone()).await;
+    let cat = app.create_category("Vanishing").await;
+    let s = app
+        .published(json!({"title": "Orphan", "category_id": cat["category_id"]}))
+        .await;
+    // Not through the API (which moves services first): the guard must hold on its own.
+    sqlx::query("UPDATE services.service_categories SET is_deleted = true, deleted_on = now() WHERE category_id = $1::uuid")
+        .bind(cat["category_id"].as_str().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/api/v1/services").await.body["pagination"]["total_items"],
+        0
+    );
+    app.get(&format!(
+        "/api/v1/services/{}",
+        s["service_id"].as_str().unwrap()
+    ))
+    .await
+    .error(404, "NOT_FOUND");
+    app.get("/api/v1/services/slug/orphan")
+        .await
+        .error(404, "NOT_FOUND");
+    assert_eq!(
+        app.get("/api/v1/services/search?q=orphan").await.body["search_metadata"]["total_matches"],
+        0
+    );
+}

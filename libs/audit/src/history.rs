@@ -48,9 +48,12 @@ pub struct HistoryPage {
 /// Why history could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditHistoryError {
-    /// JetStream could not be reached or answered with an error.
-    #[error("audit stream unavailable: {0}")]
+    /// The store could not be reached or answered with an error.
+    #[error("audit store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the query itself (e.g. a time range Loki will not serve).
+    #[error("audit query refused: {0}")]
+    Rejected(String),
 }
 
 fn unavailable(err: impl std::fmt::Display) -> AuditHistoryError {

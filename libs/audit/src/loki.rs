@@ -32,6 +32,9 @@ pub const SHIPPER_CONSUMER: &str = "audit-loki-shipper";
 pub const PUSH_PATH: &str = "/loki/api/v1/push";
 /// The range-query path of Loki's HTTP API.
 pub const QUERY_RANGE_PATH: &str = "/loki/api/v1/query_range";
+/// The longest range one history query asks Loki for (Loki's default
+/// `max_query_length` is 721 h).
+pub const MAX_LOKI_RANGE: chrono::Duration = chrono::Duration::days(30);
 /// Header naming why a record was dead-lettered.
 pub const DEAD_LETTER_REASON: &str = "Dead-Letter-Reason";
 /// Header with Loki's status for a dead-lettered record.
@@ -168,10 +171,10 @@ impl LokiClient {
     }
 
     /// An entity's records from Loki (`query_range`, newest first). Without `start`, the
-    /// last 30 days are searched (Loki's default maximum query length).
+    /// [`MAX_LOKI_RANGE`] before `end` is searched (Loki's default maximum query length).
     pub async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, AuditHistoryError> {
         let end = query.end.unwrap_or_else(Utc::now);
-        let start = query.start.unwrap_or(end - chrono::Duration::days(30));
+        let start = query.start.unwrap_or(end - MAX_LOKI_RANGE);
         let logql = format!(
             "{{job=\"{}\", entity_type=\"{}\"}} |= \"{}\" | json | entity_id=\"{}\"",
             job_for_app(query.app_id),
@@ -195,6 +198,16 @@ impl LokiClient {
             .send()
             .await
             .map_err(|e| AuditHistoryError::Unavailable(format!("Loki query failed: {e}")))?;
+        if res.status() == reqwest::StatusCode::BAD_REQUEST {
+            let reason: String = res
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            return Err(AuditHistoryError::Rejected(reason));
+        }
         if !res.status().is_success() {
             return Err(AuditHistoryError::Unavailable(format!(
                 "Loki answered {}",

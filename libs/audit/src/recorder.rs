@@ -65,11 +65,12 @@ impl ChangeRecorder {
         change: Change,
     ) -> Result<(), sqlx::Error> {
         let traceparent = ctx.trace.traceparent();
-        let mut headers = BTreeMap::new();
-        headers.insert("traceparent".to_owned(), traceparent.clone());
-        if let Some(state) = &ctx.trace.tracestate {
-            headers.insert("tracestate".to_owned(), state.clone());
-        }
+        let mut headers: BTreeMap<String, String> = ctx
+            .trace
+            .header_pairs()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
         headers.insert(
             CORRELATION_ID_HEADER.to_owned(),
             ctx.correlation_id.to_string(),

@@ -56,9 +56,21 @@ pub async fn public_cache(request: Request, next: Next) -> Response {
         Ok(collected) => collected.to_bytes(),
         Err(err) => return ApiError::internal(err).into_response(),
     };
-    let etag = etag_of(&bytes);
-    let etag_value = HeaderValue::from_str(&etag).expect("hex ETag is a valid header value");
-    parts.headers.insert(header::ETAG, etag_value);
+    // A handler whose body holds volatile parts (timings) sets its own ETag over the
+    // stable ones; otherwise the ETag is the hash of the body.
+    let etag = match parts
+        .headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(own) => own.to_owned(),
+        None => {
+            let etag = etag_of(&bytes);
+            let value = HeaderValue::from_str(&etag).expect("hex ETag is a valid header value");
+            parts.headers.insert(header::ETAG, value);
+            etag
+        }
+    };
     parts.headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(PUBLIC_CACHE_CONTROL),

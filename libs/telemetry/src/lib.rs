@@ -3,6 +3,8 @@
 //!
 //! Contract: `shared/spec/README.md`, "Telemetry".
 
+#[cfg(any(feature = "nats", feature = "reqwest"))]
+pub mod carriers;
 mod logging;
 mod metrics;
 mod trace_context;

@@ -92,13 +92,50 @@ impl PublicService {
     }
 }
 
-const SELECT: &str = "SELECT s.service_id, s.title, s.description, s.slug, s.long_description_url, s.category_id,
+/// The columns of a [`ServiceRecord`] (macros, so the SQL constants below stay literals).
+macro_rules! service_select {
+    () => {
+        "SELECT s.service_id, s.title, s.description, s.slug, s.long_description_url, s.category_id,
         c.name AS category_name, c.slug AS category_slug, s.image_url, s.order_number, s.delivery_mode,
         s.publishing_status, s.created_on, s.created_by, s.modified_on, s.modified_by, s.is_deleted,
-        s.deleted_on, s.deleted_by";
+        s.deleted_on, s.deleted_by"
+    };
+}
+
+/// The join every service query reads from.
+macro_rules! service_from {
+    () => {
+        " FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id"
+    };
+}
 
 /// Public visibility (rule 3): published, live, in a live category.
-const PUBLIC: &str = "s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted";
+macro_rules! public_visible {
+    () => {
+        "s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted"
+    };
+}
+
+/// The optional filters of the public list and search: `$n` category, `$n+1` mode.
+macro_rules! public_filters {
+    ($category:literal, $mode:literal) => {
+        concat!(
+            "($",
+            $category,
+            "::uuid IS NULL OR s.category_id = $",
+            $category,
+            ") AND ($",
+            $mode,
+            "::text IS NULL OR s.delivery_mode = $",
+            $mode,
+            ")"
+        )
+    };
+}
+
+const SELECT: &str = service_select!();
+const FROM: &str = service_from!();
+const PUBLIC: &str = public_visible!();
 
 /// Filters of the public list.
 #[derive(Debug, Clone, Default)]
@@ -107,6 +144,7 @@ pub struct PublicFilter {
     pub delivery_mode: Option<&'static str>,
 }
 
+/// A row of a query that also reports the total with `count(*) OVER ()`.
 #[derive(FromRow)]
 struct WithTotal {
     #[sqlx(flatten)]
@@ -116,22 +154,26 @@ struct WithTotal {
 
 /// The public page query: walks `services_public_list_idx` in `ORDER BY` order and stops
 /// after `LIMIT` rows. Also what `cargo xtask bench` gives pgbench.
-pub const PUBLIC_PAGE_SQL: &str = "SELECT s.service_id, s.title, s.description, s.slug, s.long_description_url, s.category_id,
-        c.name AS category_name, c.slug AS category_slug, s.image_url, s.order_number, s.delivery_mode,
-        s.publishing_status, s.created_on, s.created_by, s.modified_on, s.modified_by, s.is_deleted,
-        s.deleted_on, s.deleted_by
-    FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
-    WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted
-      AND ($1::uuid IS NULL OR s.category_id = $1) AND ($2::text IS NULL OR s.delivery_mode = $2)
-    ORDER BY s.order_number, s.title, s.service_id
-    LIMIT $3 OFFSET $4";
+pub const PUBLIC_PAGE_SQL: &str = concat!(
+    service_select!(),
+    service_from!(),
+    " WHERE ",
+    public_visible!(),
+    " AND ",
+    public_filters!(1, 2),
+    " ORDER BY s.order_number, s.title, s.service_id LIMIT $3 OFFSET $4"
+);
 
 /// The total of the public list (a separate query: a `count(*) OVER ()` on the page query
 /// would make Postgres read and sort every published row for each page).
-pub const PUBLIC_COUNT_SQL: &str = "SELECT count(*)
-    FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
-    WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_deleted
-      AND ($1::uuid IS NULL OR s.category_id = $1) AND ($2::text IS NULL OR s.delivery_mode = $2)";
+pub const PUBLIC_COUNT_SQL: &str = concat!(
+    "SELECT count(*)",
+    service_from!(),
+    " WHERE ",
+    public_visible!(),
+    " AND ",
+    public_filters!(1, 2)
+);
 
 /// A page of published services and the total; the two queries run concurrently.
 pub async fn list_public(
@@ -159,7 +201,7 @@ pub async fn get_public(
     id: Uuid,
 ) -> Result<Option<ServiceRecord>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+        "{SELECT}{FROM}
          WHERE s.service_id = $1 AND {PUBLIC}"
     )))
     .bind(id)
@@ -173,7 +215,7 @@ pub async fn get_public_by_slug(
     slug: &str,
 ) -> Result<Option<ServiceRecord>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+        "{SELECT}{FROM}
          WHERE s.slug = $1 AND {PUBLIC}"
     )))
     .bind(slug)
@@ -187,7 +229,7 @@ pub async fn public_of_categories(
     ids: &[Uuid],
 ) -> Result<Vec<ServiceRecord>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+        "{SELECT}{FROM}
          WHERE s.category_id = ANY($1) AND {PUBLIC} ORDER BY s.order_number, s.title, s.service_id"
     )))
     .bind(ids)
@@ -195,16 +237,10 @@ pub async fn public_of_categories(
     .await
 }
 
-/// A search hit.
-#[derive(Debug, FromRow)]
-struct SearchRow {
-    #[sqlx(flatten)]
-    record: ServiceRecord,
-    total: i64,
-}
-
 /// Full-text search over published services: title matches first, then rank
 /// (title weighted A above description B), then the usual order.
+const SEARCH_FILTERS: &str = public_filters!(2, 3);
+
 pub async fn search_public(
     db: impl PgExecutor<'_> + Copy,
     q: &str,
@@ -212,12 +248,11 @@ pub async fn search_public(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<ServiceRecord>, i64), sqlx::Error> {
-    let rows: Vec<SearchRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT}, count(*) OVER () AS total
-         FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id,
+    let rows: Vec<WithTotal> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT}, count(*) OVER () AS total{FROM},
               websearch_to_tsquery('english', $1) AS query
          WHERE s.search_vector @@ query AND {PUBLIC}
-           AND ($2::uuid IS NULL OR s.category_id = $2) AND ($3::text IS NULL OR s.delivery_mode = $3)
+           AND {SEARCH_FILTERS}
          ORDER BY (to_tsvector('english', s.title) @@ query) DESC, ts_rank(s.search_vector, query) DESC,
                   s.order_number, s.title, s.service_id
          LIMIT $4 OFFSET $5"
@@ -233,10 +268,9 @@ pub async fn search_public(
         Some(r) => r.total,
         None if offset > 0 => {
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id,
+                "SELECT count(*){FROM},
                         websearch_to_tsquery('english', $1) AS query
-                 WHERE s.search_vector @@ query AND {PUBLIC}
-                   AND ($2::uuid IS NULL OR s.category_id = $2) AND ($3::text IS NULL OR s.delivery_mode = $3)"
+                 WHERE s.search_vector @@ query AND {PUBLIC} AND {SEARCH_FILTERS}"
             )))
             .bind(q)
             .bind(filter.category_id)
@@ -267,8 +301,7 @@ pub async fn list_admin(
     const WHERE: &str = "($1::text IS NULL OR s.publishing_status = $1) AND ($2::uuid IS NULL OR s.category_id = $2)
            AND ($3 OR NOT s.is_deleted)";
     let rows: Vec<WithTotal> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT}, count(*) OVER () AS total
-         FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+        "{SELECT}, count(*) OVER () AS total{FROM}
          WHERE {WHERE}
          ORDER BY s.order_number, s.title, s.service_id LIMIT $4 OFFSET $5"
     )))
@@ -302,7 +335,7 @@ pub async fn get_admin(
     id: Uuid,
 ) -> Result<Option<ServiceRecord>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+        "{SELECT}{FROM}
          WHERE s.service_id = $1"
     )))
     .bind(id)
@@ -313,7 +346,7 @@ pub async fn get_admin(
 /// Locks the service row for a change and returns it (deleted included).
 pub async fn lock(tx: &mut PgConnection, id: Uuid) -> Result<Option<ServiceRecord>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
+        "{SELECT}{FROM}
          WHERE s.service_id = $1 FOR UPDATE OF s"
     )))
     .bind(id)
@@ -418,32 +451,34 @@ pub async fn soft_delete(tx: &mut PgConnection, id: Uuid, user: &str) -> Result<
     Ok(())
 }
 
-/// Moves every live service of `from` to `to`; returns the moved ids.
+/// Moves every service of `from` (soft-deleted ones included, so no row points at a
+/// deleted category) to `to`.
 pub async fn reassign_category(
     tx: &mut PgConnection,
     from: Uuid,
     to: Uuid,
     user: &str,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "UPDATE services.services SET category_id = $2, modified_on = now(), modified_by = $3
-         WHERE category_id = $1 AND NOT is_deleted RETURNING service_id",
+         WHERE category_id = $1",
     )
     .bind(from)
     .bind(to)
     .bind(user)
-    .fetch_all(tx)
-    .await
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
-/// Locks and returns every live service of a category.
-pub async fn lock_live_of_category(
+/// Locks and returns every service of a category (soft-deleted ones included).
+pub async fn lock_of_category(
     tx: &mut PgConnection,
     category_id: Uuid,
 ) -> Result<Vec<ServiceRecord>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} FROM services.services s JOIN services.service_categories c ON c.category_id = s.category_id
-         WHERE s.category_id = $1 AND NOT s.is_deleted ORDER BY s.service_id FOR UPDATE OF s"
+        "{SELECT}{FROM}
+         WHERE s.category_id = $1 ORDER BY s.service_id FOR UPDATE OF s"
     )))
     .bind(category_id)
     .fetch_all(tx)

@@ -61,7 +61,9 @@ pub fn https_url(field: &'static str, value: &str) -> Result<String, Error> {
     {
         return Err(bad());
     }
-    Ok(value.to_owned())
+    // Stored in normalised form (lower-case scheme and host, percent-encoding), which is
+    // also what the database check expects.
+    Ok(url.as_str().to_owned())
 }
 
 #[cfg(test)]
@@ -70,7 +72,14 @@ mod tests {
 
     #[test]
     fn only_absolute_https_urls_pass() {
-        assert!(https_url("u", "https://example.org/a?b=c").is_ok());
+        assert_eq!(
+            https_url("u", "https://example.org/a?b=c").unwrap(),
+            "https://example.org/a?b=c"
+        );
+        assert_eq!(
+            https_url("u", "HTTPS://Example.ORG/a").unwrap(),
+            "https://example.org/a"
+        );
         for bad in [
             "http://example.org",
             "https://",

@@ -9,7 +9,7 @@ use ic_http::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::AuditQuery;
+use super::{AuditQuery, snapshot};
 use crate::{
     AppState,
     db::{self, categories::CategoryRecord},
@@ -37,10 +37,6 @@ pub fn router() -> Router<AppState> {
             "/admin/api/v1/services/categories/{id}/audit",
             get(get_category_audit),
         )
-}
-
-fn snapshot<T: serde::Serialize>(record: &T) -> Option<Value> {
-    serde_json::to_value(record).ok()
 }
 
 async fn list_categories(State(state): State<AppState>) -> Result<Json<Value>, Error> {
@@ -130,9 +126,6 @@ async fn delete_category(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, Error> {
-    if id == DEFAULT_CATEGORY_ID {
-        return Err(Error::rule(None, "the default category cannot be deleted"));
-    }
     let user = actor.identity.user_id.as_str();
     let mut tx = state.pool.begin().await?;
     let before = db::categories::lock(&mut tx, id)
@@ -144,7 +137,7 @@ async fn delete_category(
     if before.is_default_unassigned {
         return Err(Error::rule(None, "the default category cannot be deleted"));
     }
-    let moving = db::services::lock_live_of_category(&mut tx, id).await?;
+    let moving = db::services::lock_of_category(&mut tx, id).await?;
     db::services::reassign_category(&mut tx, id, DEFAULT_CATEGORY_ID, user).await?;
     for service in moving {
         let after = db::services::lock(&mut tx, service.service_id).await?;

@@ -101,7 +101,7 @@ async fn set_featured(
                 action: "set",
                 operation: OperationType::Insert,
                 before: None,
-                after: serde_json::to_value(&after).ok(),
+                after: crate::routes::snapshot(&after),
             },
         )
         .await?;
@@ -129,7 +129,7 @@ async fn remove_featured(
                 entity_id: before.featured_category_id,
                 action: "removed",
                 operation: OperationType::Delete,
-                before: serde_json::to_value(&before).ok(),
+                before: crate::routes::snapshot(&before),
                 after: None,
             },
         )

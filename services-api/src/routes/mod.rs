@@ -8,6 +8,11 @@ pub mod services;
 use ic_http::paging::{Page, Pagination};
 use serde::Serialize;
 
+/// The JSON snapshot of an entity for events and audit records.
+pub fn snapshot<T: Serialize>(entity: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(entity).ok()
+}
+
 /// `{"<key>": [...], "pagination": {...}}` for the services lists.
 #[derive(Debug, Serialize)]
 pub struct ServicesPage<T> {
@@ -48,12 +53,23 @@ pub async fn audit_history(
     q: AuditQuery,
 ) -> Result<ic_http::extract::Json<serde_json::Value>, crate::error::Error> {
     let page = Page::new(q.page, q.limit, 100)?;
-    if let (Some(start), Some(end)) = (q.start, q.end)
+    let end = q.end.unwrap_or_else(chrono::Utc::now);
+    if let Some(start) = q.start
         && start >= end
     {
+        let field = if q.end.is_some() { "end" } else { "start" };
         return Err(crate::error::Error::validation(
-            "end",
-            "end must be after start",
+            field,
+            "start must be before end (or now)",
+        ));
+    }
+    if state.loki.is_some()
+        && let Some(start) = q.start
+        && end - start > ic_audit::loki::MAX_LOKI_RANGE
+    {
+        return Err(crate::error::Error::validation(
+            "start",
+            "audit history is read from Loki: ask for at most 30 days at a time",
         ));
     }
     let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);

@@ -2,7 +2,13 @@
 
 use std::time::Instant;
 
-use axum::{Router, extract::State, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use ic_http::{
     extract::{Json, Path, Query},
     paging::Page,
@@ -19,7 +25,7 @@ use crate::{
         categories::PublicCategory,
         services::{PublicFilter, PublicService},
     },
-    domain::{DEFAULT_CATEGORY_ID, DeliveryMode, text},
+    domain::{DeliveryMode, text},
     error::Error,
 };
 
@@ -146,7 +152,8 @@ async fn list_category_services(
 ) -> Result<Json<ServicesPage<PublicService>>, Error> {
     let page = Page::new(q.page, q.limit, MAX_LIMIT)?;
     let category = db::categories::get(&state.pool, id).await?;
-    if !category.is_some_and(|c| !c.is_deleted && c.category_id != DEFAULT_CATEGORY_ID) {
+    // The default category is not listed publicly, so it has no public page either.
+    if !category.is_some_and(|c| !c.is_deleted && !c.is_default_unassigned) {
         return Err(Error::NotFound("category"));
     }
     let filter = PublicFilter {
@@ -174,7 +181,7 @@ struct SearchQuery {
 async fn search_services(
     State(state): State<AppState>,
     Query(q): Query<SearchQuery>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let query = text::text("q", q.q.as_deref().unwrap_or_default(), 1, 200, false)?;
     let page = Page::new(q.page, q.limit, MAX_SEARCH_LIMIT)?;
     let filter = PublicFilter {
@@ -192,10 +199,16 @@ async fn search_services(
     .await?;
     let search_time_ms = started.elapsed().as_secs_f64() * 1000.0;
     let services: Vec<PublicService> = rows.into_iter().map(PublicService::item).collect();
-    Ok(Json(json!({
+    let pagination = page.pagination(total);
+    // The timing differs on every call: the ETag covers the results only, so a repeated
+    // search still answers If-None-Match with 304.
+    let stable = serde_json::to_vec(&(&services, &pagination, &query)).unwrap_or_default();
+    let etag = ic_http::etag::etag_of(&stable);
+    let body = json!({
         "services": services,
-        "pagination": page.pagination(total),
+        "pagination": pagination,
         "query": query,
         "search_metadata": { "total_matches": total, "search_time_ms": (search_time_ms * 1000.0).round() / 1000.0 },
-    })))
+    });
+    Ok(([(header::ETAG, etag)], Json(body)).into_response())
 }

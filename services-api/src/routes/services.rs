@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{AuditQuery, ServicesPage};
+use super::{AuditQuery, ServicesPage, snapshot};
 use crate::{
     AppState,
     db::{
@@ -47,10 +47,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/api/v1/services/{id}/publish", post(publish_service))
         .route("/admin/api/v1/services/{id}/archive", post(archive_service))
         .route("/admin/api/v1/services/{id}/audit", get(get_service_audit))
-}
-
-fn snapshot(record: &ServiceRecord) -> Option<Value> {
-    serde_json::to_value(record).ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,10 +145,12 @@ async fn update_service(
 ) -> Result<Json<ServiceRecord>, Error> {
     let patch = input.validate()?;
     let mut tx = state.pool.begin().await?;
-    let before = live_locked(&mut tx, id).await?;
+    // Lock order everywhere: category, then service (a category delete takes them in
+    // that order too), so concurrent writes cannot deadlock.
     if let Some(category_id) = patch.category_id {
         require_live_category(&mut tx, category_id).await?;
     }
+    let before = live_locked(&mut tx, id).await?;
     db::services::update(&mut tx, id, &patch, &actor.identity.user_id).await?;
     let after = db::services::lock(&mut tx, id)
         .await?
