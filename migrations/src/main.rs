@@ -610,19 +610,4 @@ mod tests {
         assert!(parse_duration("99999999999999999999h").is_err());
         assert!(parse_duration(&format!("{}h", u64::MAX / 60)).is_err());
     }
-
-    #[test]
-    fn json_summary_has_every_field_the_pipeline_reads() {
-        let v = serde_json::to_value(Summary::default()).unwrap();
-        for key in [
-            "postgresMigrationStatus",
-            "schemaValidationResult",
-            "auditTablesCheck",
-            "migrationBackupStatus",
-            "applied",
-            "duration_ms",
-        ] {
-            assert!(v.get(key).is_some(), "missing {key}");
-        }
-    }
 }

@@ -44,6 +44,25 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `migrate up --environment staging --output json` with a fresh backup directory.
+fn staging_up(url: &str) -> (Output, tempfile::TempDir) {
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().to_str().unwrap().to_owned();
+    let out = run(
+        url,
+        &[
+            "up",
+            "--environment",
+            "staging",
+            "--output",
+            "json",
+            "--backup-dir",
+            &dir,
+        ],
+    );
+    (out, backups)
+}
+
 fn summary(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("JSON summary expected: {}", text(out)))
@@ -163,19 +182,7 @@ async fn staging_takes_and_verifies_a_backup(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let backups = tempfile::tempdir().unwrap();
-    let out = run(
-        &url,
-        &[
-            "up",
-            "--environment",
-            "staging",
-            "--output",
-            "json",
-            "--backup-dir",
-            backups.path().to_str().unwrap(),
-        ],
-    );
+    let (out, backups) = staging_up(&url);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(summary(&out)["migrationBackupStatus"], "verified");
     let files: Vec<_> = std::fs::read_dir(backups.path())
@@ -426,19 +433,7 @@ async fn careful_runs_refuse_a_drifted_schema_before_touching_it(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let backups = tempfile::tempdir().unwrap();
-    let out = run(
-        &url,
-        &[
-            "up",
-            "--environment",
-            "staging",
-            "--output",
-            "json",
-            "--backup-dir",
-            backups.path().to_str().unwrap(),
-        ],
-    );
+    let (out, _backups) = staging_up(&url);
     assert!(!out.status.success());
     let s = summary(&out);
     assert_eq!(s["schemaValidationResult"], "non-compliant");
