@@ -19,6 +19,8 @@ pub const PG_PORT: u16 = 55432;
 pub const NATS_PORT: u16 = 54222;
 /// services-api port (the spec's).
 pub const SERVICES_API_PORT: u16 = 8080;
+/// public-gateway port (the spec's).
+pub const PUBLIC_GATEWAY_PORT: u16 = 8000;
 /// The database of the platform.
 pub const DATABASE: &str = "international_center";
 
@@ -138,7 +140,13 @@ pub fn up() -> anyhow::Result<()> {
     deps::ensure_packages(&deps::UP_PACKAGES)?;
     eprintln!("==> building the services");
     let mut build = cargo();
-    build.args(["build", "--package", "services-api"]);
+    build.args([
+        "build",
+        "--package",
+        "services-api",
+        "--package",
+        "public-gateway",
+    ]);
     run(build, "cargo build")?;
 
     let dev = dev_dir();
@@ -164,32 +172,44 @@ pub fn up() -> anyhow::Result<()> {
         )?;
         let base = format!("http://127.0.0.1:{SERVICES_API_PORT}");
         wait_ready(&mut services_api, &format!("{base}/health/ready")).await?;
+        let mut public_gateway = spawn_service(
+            "public-gateway",
+            &[
+                ("PUBLIC_GATEWAY_PORT", PUBLIC_GATEWAY_PORT.to_string()),
+                ("SERVICES_API_URL", base.clone()),
+            ],
+        )?;
+        let gateway = format!("http://127.0.0.1:{PUBLIC_GATEWAY_PORT}");
+        wait_ready(&mut public_gateway, &format!("{gateway}/health")).await?;
         let marker = dev_dir().join("demo-data-loaded");
         if !marker.exists() {
             eprintln!("==> loading demo data");
             load_demo_data(&base).await?;
             std::fs::write(&marker, "")?;
         }
-        print_banner(&base);
+        print_banner(&base, &gateway);
         tokio::signal::ctrl_c().await?;
         eprintln!("\n==> stopping");
+        drop(public_gateway);
         drop(services_api);
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(())
 }
 
-fn print_banner(base: &str) {
+fn print_banner(base: &str, gateway: &str) {
     println!(
         "\nThe platform is running (Ctrl-C stops it; data stays in .dev/):\n\
+         \n  public-gateway {gateway}   (anonymous entry: the public API, /services alias)\
          \n  services-api   {base}   (health {base}/health/ready, metrics {base}/metrics)\
          \n  PostgreSQL     postgres://postgres@127.0.0.1:{PG_PORT}/{DATABASE}\
          \n  NATS           nats://127.0.0.1:{NATS_PORT}   (JetStream streams IC_EVENTS, IC_AUDIT)\
          \n\nTry:\
-         \n  curl -s {base}/api/v1/services?limit=3\
-         \n  curl -s '{base}/api/v1/services/search?q=clinics'\
+         \n  curl -s {gateway}/api/v1/services?limit=3\
+         \n  curl -s '{gateway}/services/search?q=clinics'\
          \n  curl -s -X POST {base}/admin/api/v1/services -H 'content-type: application/json' -H 'x-user-id: editor-1' \\\
-         \n       -d '{{\"title\":\"Travel vaccinations\",\"description\":\"Vaccines and advice before you travel.\",\"delivery_mode\":\"outpatient_service\"}}'\n"
+         \n       -d '{{\"title\":\"Travel vaccinations\",\"description\":\"Vaccines and advice before you travel.\",\"delivery_mode\":\"outpatient_service\"}}'\
+         \n  (admin writes go straight to services-api until the admin gateway lands)\n"
     );
 }
 

@@ -81,6 +81,7 @@ pub struct Health {
     info: Arc<HealthInfo>,
     checks: Arc<Vec<Check>>,
     timeout: Duration,
+    extra: Arc<Map<String, Value>>,
 }
 
 /// Overall readiness.
@@ -102,7 +103,15 @@ impl Health {
             info: Arc::new(info),
             checks: Arc::new(checks),
             timeout,
+            extra: Arc::default(),
         }
+    }
+
+    /// Adds a static field to the liveness body (e.g. a gateway's `middleware_status`).
+    #[must_use]
+    pub fn with_liveness_field(mut self, key: &str, value: Value) -> Self {
+        Arc::make_mut(&mut self.extra).insert(key.to_owned(), value);
+        self
     }
 
     /// Runs every check concurrently and returns the overall status and the per-check
@@ -156,7 +165,7 @@ impl Health {
 }
 
 async fn liveness(State(health): State<Health>, ctx: RequestContext) -> Json<Value> {
-    Json(json!({
+    let mut body = json!({
         "status": "healthy",
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "service": health.info.service,
@@ -164,7 +173,11 @@ async fn liveness(State(health): State<Health>, ctx: RequestContext) -> Json<Val
         "environment": health.info.environment,
         "dapr_app_id": health.info.dapr_app_id,
         "correlation_id": ctx.correlation_id,
-    }))
+    });
+    if let Value::Object(map) = &mut body {
+        map.extend(health.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    Json(body)
 }
 
 async fn readiness(State(health): State<Health>, ctx: RequestContext) -> Response {

@@ -34,6 +34,11 @@ const BUCKETS: [f64; 14] = [
 /// paths cannot blow up the label cardinality.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// A route label set on a response by a handler that matched a route itself (a
+/// gateway's route check), used instead of the router's matched path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLabel(pub &'static str);
+
 /// The HTTP server metrics of one service and the registry they live in.
 ///
 /// Owned by the app state (no global recorder), so several apps in one test process keep
@@ -117,6 +122,10 @@ pub async fn track_http(
         .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
         .to_owned();
     let response = next.run(request).await;
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or(route, |label| label.0.to_owned());
     metrics.observe(
         &method,
         &route,

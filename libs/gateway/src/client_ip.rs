@@ -1,0 +1,175 @@
+//! The client's IP: the socket peer, unless the peer is a trusted proxy, in which case
+//! the right-most `X-Forwarded-For` entry that is not itself trusted. A header sent by an
+//! untrusted peer changes nothing.
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use axum::{
+    extract::{ConnectInfo, Request, State, connect_info::MockConnectInfo},
+    middleware::Next,
+    response::Response,
+};
+use ipnet::IpNet;
+
+/// The resolved client IP, stored in request extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// `TRUSTED_PROXIES`: CIDRs whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(canonical)
+}
+
+impl TrustedProxies {
+    /// Parses a comma list of CIDRs or addresses; the error names the bad entry.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("{s:?} is not a CIDR or IP address"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client IP for a peer and its `X-Forwarded-For` values.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for entry in forwarded_for.iter().rev().flat_map(|v| v.rsplit(',')) {
+            let Some(ip) = parse_entry(entry) else {
+                return client;
+            };
+            client = ip;
+            if !self.trusts(ip) {
+                return ip;
+            }
+        }
+        client
+    }
+}
+
+/// The rate-limit key of an IP: the address, or its /64 for IPv6 (one subscriber).
+pub fn rate_key(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
+/// Middleware storing [`ClientIp`] (needs `into_make_service_with_connect_info`; without
+/// connection info, loopback is assumed).
+pub async fn resolve_client_ip(
+    State(trusted): State<Arc<TrustedProxies>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let extensions = request.extensions();
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0))
+        .map_or(IpAddr::from([127, 0, 0, 1]), |addr| addr.ip());
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let ip = trusted.client_ip(peer, &forwarded);
+    request.extensions_mut().insert(ClientIp(ip));
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_choose_their_ip() {
+        let none = TrustedProxies::default();
+        assert_eq!(
+            none.client_ip(ip("203.0.113.9"), &["1.2.3.4"]),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_client() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.1").unwrap();
+        assert_eq!(
+            trusted.client_ip(ip("10.1.2.3"), &["1.2.3.4"]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            trusted.client_ip(ip("10.1.2.3"), &["6.6.6.6, 1.2.3.4, 10.9.9.9"]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            trusted.client_ip(ip("10.1.2.3"), &["6.6.6.6", "1.2.3.4"]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(trusted.client_ip(ip("192.168.1.1"), &[]), ip("192.168.1.1"));
+        assert_eq!(
+            trusted.client_ip(ip("10.1.2.3"), &["garbage, 1.2.3.4"]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            trusted.client_ip(ip("10.1.2.3"), &["1.2.3.4, garbage"]),
+            ip("10.1.2.3")
+        );
+        assert!(
+            TrustedProxies::parse("10.0.0.0/33")
+                .unwrap_err()
+                .contains("10.0.0.0/33")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_key_per_64() {
+        assert_eq!(
+            rate_key(ip("2001:db8:1:2:aaaa::1")),
+            rate_key(ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            rate_key(ip("2001:db8:1:2::1")),
+            rate_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(rate_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
+    }
+}

@@ -1,0 +1,21 @@
+//! The gateway kit: every cross-cutting concern of the gateways as a layer with its own
+//! tests, so a gateway's `app()` reads as its pipeline (`shared/spec/gateways.md`).
+//!
+//! - [`path`]: normalisation (decoding, `//`, `.`, `..`) and refusal of escaping or
+//!   ambiguous paths.
+//! - [`routes`]: the route allowlist, methods, aliases.
+//! - [`cors`], [`security`]: CORS and security headers.
+//! - [`client_ip`], [`rate_limit`]: the client's IP behind trusted proxies, GCRA limits.
+//! - [`identity`]: the identity extension point (anonymous by default).
+//! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar.
+//! - [`gate`]: the route check and the proxy handler glued together.
+
+pub mod client_ip;
+pub mod cors;
+pub mod gate;
+pub mod identity;
+pub mod path;
+pub mod proxy;
+pub mod rate_limit;
+pub mod routes;
+pub mod security;

@@ -1,0 +1,257 @@
+//! The streaming reverse proxy: pooled keep-alive connections, bodies streamed both ways
+//! (never buffered), hop-by-hop headers stripped, `X-Forwarded-*` set, trace context and
+//! correlation id forwarded, `dapr-api-token` added, connect and response timeouts.
+//! Upstream refused → 502, timeout → 504, upstream errors passed through.
+//! Contract: `shared/spec/gateways.md`, "Upstream invocation".
+
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use ic_http::{
+    ApiError, ErrorCode, RequestContext, Secret,
+    headers::{DAPR_API_TOKEN, X_CORRELATION_ID, X_REQUEST_ID},
+};
+use ic_telemetry::TRACEPARENT;
+
+/// How upstreams are addressed.
+#[derive(Debug, Clone)]
+pub enum Upstreams {
+    /// Straight to each app's base URL (`SERVICES_API_URL`, `CONTENT_API_URL`).
+    Direct(HashMap<&'static str, String>),
+    /// Through the local Dapr sidecar's invocation API on this port.
+    Dapr {
+        /// `DAPR_HTTP_PORT`.
+        port: u16,
+    },
+}
+
+impl Upstreams {
+    /// The URI for `app_id`'s `path_and_query`.
+    pub fn uri(&self, app_id: &str, path_and_query: &str) -> Option<Uri> {
+        let uri = match self {
+            Self::Direct(bases) => format!(
+                "{}{path_and_query}",
+                bases.get(app_id)?.trim_end_matches('/')
+            ),
+            Self::Dapr { port } => {
+                format!("http://127.0.0.1:{port}/v1.0/invoke/{app_id}/method{path_and_query}")
+            }
+        };
+        uri.parse().ok()
+    }
+
+    /// The base URL of an app's own endpoints (health checks), direct or via Dapr.
+    pub fn base(&self, app_id: &str) -> Option<String> {
+        match self {
+            Self::Direct(bases) => bases
+                .get(app_id)
+                .map(|b| b.trim_end_matches('/').to_owned()),
+            Self::Dapr { port } => Some(format!(
+                "http://127.0.0.1:{port}/v1.0/invoke/{app_id}/method"
+            )),
+        }
+    }
+}
+
+/// Proxy settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where upstreams live.
+    pub upstreams: Upstreams,
+    /// `APP_API_TOKEN`, sent as `dapr-api-token`.
+    pub app_api_token: Option<Secret>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed until the upstream's response headers.
+    pub response_timeout: Duration,
+}
+
+/// The proxy: a pooled HTTP/1.1 client.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    client: Client<HttpConnector, Body>,
+    config: ProxyConfig,
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+impl Proxy {
+    /// A proxy with a pooled client.
+    pub fn new(config: ProxyConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self { client, config }
+    }
+
+    /// The upstream addressing.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.config.upstreams
+    }
+
+    /// Forwards `request` to `app_id` at `path` (normalised, encoded), streaming both ways.
+    pub async fn forward(
+        &self,
+        request: Request,
+        app_id: &str,
+        path: &str,
+        client_ip: IpAddr,
+    ) -> Response {
+        let (mut parts, body) = request.into_parts();
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let Some(uri) = self.config.upstreams.uri(app_id, &path_and_query) else {
+            return ApiError::new(
+                ErrorCode::BadGateway,
+                "no upstream is configured for this route",
+            )
+            .into_response();
+        };
+        let ctx = parts.extensions.get::<RequestContext>().cloned();
+        let headers = &mut parts.headers;
+        let original_host = headers.remove(header::HOST);
+        strip_hop_by_hop(headers);
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(&client_ip.to_string()).expect("an IP is a valid header"),
+        );
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Some(host) = original_host {
+            headers.insert("x-forwarded-host", host);
+        }
+        if let Some(ctx) = &ctx {
+            let child = ctx.trace.child();
+            for (name, value) in child.header_pairs() {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
+            headers.insert(
+                X_CORRELATION_ID,
+                HeaderValue::from_str(&ctx.correlation_id.to_string()).expect("a UUID"),
+            );
+            if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+                headers.insert(X_REQUEST_ID, id);
+            }
+        }
+        debug_assert!(headers.get(TRACEPARENT).is_some() || ctx.is_none());
+        match &self.config.app_api_token {
+            Some(token) => {
+                if let Ok(value) = HeaderValue::from_str(token.expose()) {
+                    headers.insert(DAPR_API_TOKEN, value);
+                }
+            }
+            None => {
+                headers.remove(DAPR_API_TOKEN);
+            }
+        }
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        let upstream_request = http::Request::from_parts(parts, body);
+        match tokio::time::timeout(
+            self.config.response_timeout,
+            self.client.request(upstream_request),
+        )
+        .await
+        {
+            Err(_) => ApiError::new(
+                ErrorCode::GatewayTimeout,
+                "the upstream did not answer in time",
+            )
+            .into_response(),
+            Ok(Err(err)) => {
+                tracing::warn!(upstream = app_id, error = %err, "upstream request failed");
+                ApiError::new(ErrorCode::BadGateway, "the upstream is unavailable").into_response()
+            }
+            Ok(Ok(response)) => {
+                let (mut parts, incoming) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, Body::new(incoming))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dapr_mode_uses_the_sidecar_invocation_url() {
+        let dapr = Upstreams::Dapr { port: 3500 };
+        assert_eq!(
+            dapr.uri("services-api", "/api/v1/services?limit=2")
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:3500/v1.0/invoke/services-api/method/api/v1/services?limit=2"
+        );
+        let direct = Upstreams::Direct(HashMap::from([(
+            "services-api",
+            "http://127.0.0.1:8080/".to_owned(),
+        )]));
+        assert_eq!(
+            direct
+                .uri("services-api", "/api/v1/services")
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:8080/api/v1/services"
+        );
+        assert!(direct.uri("content-api", "/x").is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("accept", HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+}

@@ -1,0 +1,222 @@
+//! The route allowlist: only listed route templates reach an upstream; everything else
+//! is 404 before any upstream call, and methods outside the allowed set are 405.
+
+use http::Method;
+
+use crate::path::NormalPath;
+
+/// One segment of a route template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Static(&'static str),
+    Param,
+}
+
+/// An allowed route: its template and the upstream app id serving it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    template: &'static str,
+    segments: Vec<Segment>,
+    upstream: &'static str,
+}
+
+impl Route {
+    /// A route from a template like `/api/v1/services/{id}`.
+    pub fn new(template: &'static str, upstream: &'static str) -> Self {
+        let segments = template
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if s.starts_with('{') {
+                    Segment::Param
+                } else {
+                    Segment::Static(s)
+                }
+            })
+            .collect();
+        Self {
+            template,
+            segments,
+            upstream,
+        }
+    }
+
+    /// The template (the metrics `route` label).
+    pub fn template(&self) -> &'static str {
+        self.template
+    }
+
+    /// The Dapr app id of the upstream.
+    pub fn upstream(&self) -> &'static str {
+        self.upstream
+    }
+
+    fn matches(&self, path: &NormalPath) -> bool {
+        let segs = path.segments();
+        segs.len() == self.segments.len()
+            && segs.iter().zip(&self.segments).all(|(s, t)| match t {
+                Segment::Static(name) => s == name,
+                Segment::Param => !s.is_empty(),
+            })
+    }
+}
+
+/// The routes and methods a gateway lets through.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    methods: Vec<Method>,
+}
+
+/// The outcome of a route check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDecision<'a> {
+    /// Allowed: the route's template and upstream app id.
+    Allowed(&'static str, &'static str),
+    /// Never constructed; ties the lifetime to the table.
+    #[doc(hidden)]
+    _Borrowed(&'a ()),
+    /// No such route (404).
+    NotFound,
+    /// Known route, method not allowed (405).
+    MethodNotAllowed,
+}
+
+impl RouteTable {
+    /// A table of `routes`, each allowing `methods`.
+    pub fn new(routes: Vec<Route>, methods: Vec<Method>) -> Self {
+        Self { routes, methods }
+    }
+
+    /// Decides for a normalised path and a method; returns the template and upstream.
+    pub fn decide(&self, method: &Method, path: &NormalPath) -> RouteDecision<'_> {
+        // The most specific match wins: static segments before parameters
+        // (`/services/categories` is not `/services/{id}`).
+        let specificity = |r: &Route| {
+            r.segments
+                .iter()
+                .filter(|s| matches!(s, Segment::Static(_)))
+                .count()
+        };
+        let Some(route) = self
+            .routes
+            .iter()
+            .filter(|r| r.matches(path))
+            .max_by_key(|r| specificity(r))
+        else {
+            return RouteDecision::NotFound;
+        };
+        if !self.methods.contains(method) {
+            return RouteDecision::MethodNotAllowed;
+        }
+        RouteDecision::Allowed(route.template, route.upstream)
+    }
+
+    /// The allowed methods, for `Allow` headers.
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
+    }
+}
+
+/// The public routes of services-api (`shared/spec/services-api.md`).
+pub fn public_services_routes() -> Vec<Route> {
+    [
+        "/api/v1/services",
+        "/api/v1/services/{id}",
+        "/api/v1/services/slug/{slug}",
+        "/api/v1/services/featured",
+        "/api/v1/services/categories",
+        "/api/v1/services/categories/{id}/services",
+        "/api/v1/services/search",
+    ]
+    .into_iter()
+    .map(|t| Route::new(t, "services-api"))
+    .collect()
+}
+
+/// The public routes of content-api (`shared/spec/content-api.md`).
+pub fn public_content_routes() -> Vec<Route> {
+    [
+        "/api/v1/content",
+        "/api/v1/content/{id}",
+        "/api/v1/content/{id}/download",
+        "/api/v1/content/{id}/preview",
+    ]
+    .into_iter()
+    .map(|t| Route::new(t, "content-api"))
+    .collect()
+}
+
+/// A prefix rewrite (`/services…` → `/api/v1/services…`).
+#[derive(Debug, Clone)]
+pub struct Alias {
+    from: Vec<&'static str>,
+    to: Vec<&'static str>,
+}
+
+impl Alias {
+    /// An alias from one path prefix to another (`"/services"`, `"/api/v1/services"`).
+    pub fn new(from: &'static str, to: &'static str) -> Self {
+        let split = |p: &'static str| p.split('/').filter(|s| !s.is_empty()).collect();
+        Self {
+            from: split(from),
+            to: split(to),
+        }
+    }
+
+    /// Applies the first matching alias.
+    pub fn apply(aliases: &[Self], path: NormalPath) -> NormalPath {
+        aliases
+            .iter()
+            .find_map(|a| path.replace_prefix(&a.from, &a.to))
+            .unwrap_or(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::normalize;
+
+    #[test]
+    fn only_listed_templates_pass_and_only_allowed_methods() {
+        let table = RouteTable::new(
+            public_services_routes(),
+            vec![Method::GET, Method::HEAD, Method::OPTIONS],
+        );
+        let decide = |m: Method, p: &str| table.decide(&m, &normalize(p).unwrap());
+        assert_eq!(
+            decide(Method::GET, "/api/v1/services/abc"),
+            RouteDecision::Allowed("/api/v1/services/{id}", "services-api")
+        );
+        assert_eq!(
+            decide(Method::GET, "/api/v1/services/categories"),
+            RouteDecision::Allowed("/api/v1/services/categories", "services-api")
+        );
+        assert_eq!(
+            decide(Method::GET, "/admin/api/v1/services"),
+            RouteDecision::NotFound
+        );
+        assert_eq!(
+            decide(Method::GET, "/api/v1/services/a/b/c"),
+            RouteDecision::NotFound
+        );
+        assert_eq!(
+            decide(Method::POST, "/api/v1/services"),
+            RouteDecision::MethodNotAllowed
+        );
+        assert_eq!(decide(Method::DELETE, "/nowhere"), RouteDecision::NotFound);
+    }
+
+    #[test]
+    fn aliases_rewrite_the_public_prefixes() {
+        let aliases = [
+            Alias::new("/services", "/api/v1/services"),
+            Alias::new("/content", "/api/v1/content"),
+        ];
+        let rewritten = Alias::apply(&aliases, normalize("/services/featured").unwrap());
+        assert_eq!(rewritten.encoded(), "/api/v1/services/featured");
+        let untouched = Alias::apply(&aliases, normalize("/api/v1/services").unwrap());
+        assert_eq!(untouched.encoded(), "/api/v1/services");
+    }
+}

@@ -1,0 +1,208 @@
+//! Typed configuration, parsed once from the environment map.
+
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
+use ic_config::{ConfigError, Env, Environment};
+use ic_gateway::{client_ip::TrustedProxies, proxy::Upstreams};
+use ic_http::Secret;
+use ic_telemetry::{LogFormat, TelemetryConfig};
+
+/// public-gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST`.
+    pub host: IpAddr,
+    /// `PUBLIC_GATEWAY_PORT` (default 8000).
+    pub port: u16,
+    /// `ENVIRONMENT`.
+    pub environment: Environment,
+    /// `DAPR_HTTP_PORT` (sidecar invocation) or `SERVICES_API_URL` / `CONTENT_API_URL`.
+    pub upstreams: Upstreams,
+    /// `APP_API_TOKEN`, sent upstream as `dapr-api-token`.
+    pub app_api_token: Option<Secret>,
+    /// `PUBLIC_WEBSITE_ORIGINS`: exact origins allowed by CORS.
+    pub origins: Vec<String>,
+    /// `PUBLIC_RATE_LIMIT_PER_MINUTE` (default 1000).
+    pub rate_limit_per_minute: u32,
+    /// `TRUSTED_PROXIES`.
+    pub trusted_proxies: TrustedProxies,
+    /// `UPSTREAM_CONNECT_TIMEOUT_MS` (default 2000).
+    pub connect_timeout: Duration,
+    /// `UPSTREAM_TIMEOUT_SECONDS` (default 30): until the upstream's response headers.
+    pub response_timeout: Duration,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`.
+    pub rust_log: Option<String>,
+    /// OTLP traces endpoint.
+    pub otlp_endpoint: Option<String>,
+}
+
+fn http_url(vars: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
+    let value = vars.raw(name).unwrap_or(default);
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(value.to_owned())
+        }
+        _ => Err(ConfigError::Invalid {
+            name: name.into(),
+            expected: "an http(s) URL such as http://127.0.0.1:8080".into(),
+        }),
+    }
+}
+
+impl Config {
+    /// Parses and validates the environment map.
+    pub fn from_env(vars: Env) -> Result<Self, ConfigError> {
+        let environment: Environment = vars.parse_or(
+            "ENVIRONMENT",
+            "development, staging or production",
+            Environment::Development,
+        )?;
+        let upstreams = match vars.parse::<u16>("DAPR_HTTP_PORT", "a TCP port number")? {
+            Some(port) => Upstreams::Dapr { port },
+            None => Upstreams::Direct(HashMap::from([
+                (
+                    "services-api",
+                    http_url(&vars, "SERVICES_API_URL", "http://127.0.0.1:8080")?,
+                ),
+                (
+                    "content-api",
+                    http_url(&vars, "CONTENT_API_URL", "http://127.0.0.1:8081")?,
+                ),
+            ])),
+        };
+        let origins: Vec<String> = vars
+            .raw("PUBLIC_WEBSITE_ORIGINS")
+            .unwrap_or(if environment == Environment::Development {
+                "http://localhost:3000,http://127.0.0.1:3000"
+            } else {
+                ""
+            })
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for origin in &origins {
+            let ok = url::Url::parse(origin)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/");
+            if !ok || origin == "*" {
+                return Err(ConfigError::Invalid {
+                    name: "PUBLIC_WEBSITE_ORIGINS".into(),
+                    expected: format!(
+                        "a comma list of exact origins such as https://example.org (not {origin:?})"
+                    ),
+                });
+            }
+        }
+        let rate_limit_per_minute: u32 = vars.parse_or(
+            "PUBLIC_RATE_LIMIT_PER_MINUTE",
+            "a number of requests (1-1000000)",
+            1000,
+        )?;
+        if !(1..=1_000_000).contains(&rate_limit_per_minute) {
+            return Err(ConfigError::Invalid {
+                name: "PUBLIC_RATE_LIMIT_PER_MINUTE".into(),
+                expected: "a number of requests (1-1000000)".into(),
+            });
+        }
+        let trusted_proxies = TrustedProxies::parse(
+            vars.raw("TRUSTED_PROXIES").unwrap_or_default(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            name: "TRUSTED_PROXIES".into(),
+            expected: format!("a comma list of CIDRs ({e})"),
+        })?;
+        let app_api_token = vars.secret("APP_API_TOKEN");
+        if environment == Environment::Production && app_api_token.is_none() {
+            return Err(ConfigError::Unsafe(
+                "APP_API_TOKEN must be set in production (the backends require it)".into(),
+            ));
+        }
+        Ok(Self {
+            host: vars.parse_or(
+                "HOST",
+                "an IP address such as 0.0.0.0",
+                IpAddr::from([0, 0, 0, 0]),
+            )?,
+            port: vars.port("PUBLIC_GATEWAY_PORT", 8000)?,
+            environment,
+            upstreams,
+            app_api_token,
+            origins,
+            rate_limit_per_minute,
+            trusted_proxies,
+            connect_timeout: Duration::from_millis(vars.parse_or(
+                "UPSTREAM_CONNECT_TIMEOUT_MS",
+                "milliseconds",
+                2000,
+            )?),
+            response_timeout: Duration::from_secs(vars.parse_or(
+                "UPSTREAM_TIMEOUT_SECONDS",
+                "seconds",
+                30,
+            )?),
+            log_format: vars.parse_or("LOG_FORMAT", "json or pretty", LogFormat::Json)?,
+            rust_log: vars.raw("RUST_LOG").map(str::to_owned),
+            otlp_endpoint: ic_telemetry::otlp_traces_endpoint(
+                vars.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                vars.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            ),
+        })
+    }
+
+    /// The telemetry settings.
+    pub fn telemetry(&self) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name: crate::SERVICE_NAME,
+            version: crate::VERSION,
+            environment: self.environment.to_string(),
+            log_format: self.log_format,
+            filter: self.rust_log.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn development_defaults_point_at_the_local_services() {
+        let c = Config::from_env(env(&[])).unwrap();
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.rate_limit_per_minute, 1000);
+        assert_eq!(
+            c.upstreams.uri("services-api", "/x").unwrap().to_string(),
+            "http://127.0.0.1:8080/x"
+        );
+    }
+
+    #[test]
+    fn dapr_mode_and_malformed_values() {
+        let c = Config::from_env(env(&[("DAPR_HTTP_PORT", "3500")])).unwrap();
+        assert!(matches!(c.upstreams, Upstreams::Dapr { port: 3500 }));
+        for (name, value) in [
+            ("PUBLIC_WEBSITE_ORIGINS", "*"),
+            ("PUBLIC_WEBSITE_ORIGINS", "https://a.org/path"),
+            ("TRUSTED_PROXIES", "10.0.0.0/99"),
+            ("PUBLIC_RATE_LIMIT_PER_MINUTE", "0"),
+            ("SERVICES_API_URL", "not a url"),
+            ("DAPR_HTTP_PORT", "x"),
+        ] {
+            let err = Config::from_env(env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+        let err = Config::from_env(env(&[("ENVIRONMENT", "production")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("APP_API_TOKEN"), "{err}");
+    }
+}

@@ -1,0 +1,31 @@
+use std::process::ExitCode;
+
+use public_gateway::{App, config::Config};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    #[allow(clippy::disallowed_methods)] // the one place this binary reads its environment
+    let config = match Config::from_env(std::env::vars().collect()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("public-gateway: configuration error: {err}");
+            return ExitCode::from(ic_config::EXIT_CONFIG);
+        }
+    };
+    let _telemetry = ic_telemetry::init(&config.telemetry());
+    let app = match App::build(config).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!(error = %err, "public-gateway failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "public-gateway stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! The public gateway's pipeline against real HTTP upstreams on loopback.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Request, connect_info::MockConnectInfo},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use ic_config::Env;
+use public_gateway::{Gateway, app, config::Config};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// What a recording upstream received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    headers: http::HeaderMap,
+}
+
+/// A real HTTP server on loopback that records every request: `/slow` paths wait 3 s,
+/// `/boom` paths answer 500, others echo what they saw.
+struct Recorder {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        let router = Router::new().fallback(move |request: Request| {
+            let log = log.clone();
+            async move {
+                let uri = request.uri().to_string();
+                log.lock().unwrap().push(Seen {
+                    method: request.method().to_string(),
+                    uri: uri.clone(),
+                    headers: request.headers().clone(),
+                });
+                if uri.contains("/slow") {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                if uri.contains("/boom") {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded")
+                        .into_response();
+                }
+                axum::Json(json!({ "uri": uri })).into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { addr, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn gateway(vars: &[(&str, String)]) -> Router {
+    let env: Env = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    app(Gateway::new(
+        &Config::from_env(env).expect("valid test config"),
+    ))
+}
+
+fn to_upstream(recorder: &Recorder) -> Vec<(&'static str, String)> {
+    vec![
+        ("SERVICES_API_URL", recorder.url()),
+        ("CONTENT_API_URL", recorder.url()),
+    ]
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Value,
+    bytes: Bytes,
+}
+
+async fn call(router: &Router, request: http::Request<Body>) -> Answer {
+    let response: Response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        bytes,
+    }
+}
+
+fn get(path: &str) -> http::Request<Body> {
+    http::Request::get(path).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn public_routes_reach_their_upstream_with_path_query_and_headers_intact() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    let correlation = "6f1c2a64-3b7e-4a0e-9a57-1d1f7c1ab001";
+    let res = call(
+        &router,
+        http::Request::get("/api/v1/services?limit=2&category_id=abc")
+            .header("x-correlation-id", correlation)
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .header("accept-language", "fr")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "1")
+            .header("x-user-id", "admin")
+            .header("host", "www.example.org")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["uri"], "/api/v1/services?limit=2&category_id=abc");
+    assert_eq!(res.headers["x-correlation-id"], correlation, "echoed");
+    let seen = &upstream.seen()[0];
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.headers["accept-language"], "fr");
+    assert_eq!(seen.headers["x-correlation-id"], correlation);
+    let traceparent = seen.headers["traceparent"].to_str().unwrap();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{traceparent}"
+    );
+    assert!(
+        !traceparent.contains("00f067aa0ba902b7"),
+        "a span of the gateway's own"
+    );
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-host"], "www.example.org");
+    assert_eq!(
+        seen.headers["x-user-id"], "anonymous",
+        "client identity headers are replaced"
+    );
+    assert_eq!(seen.headers["x-user-roles"], "public");
+    assert!(
+        seen.headers.get("x-hop").is_none() && seen.headers.get("connection").is_none(),
+        "hop-by-hop stripped"
+    );
+
+    let res = call(&router, get("/api/v1/content/42/download?inline=true")).await;
+    assert_eq!(res.body["uri"], "/api/v1/content/42/download?inline=true");
+}
+
+#[tokio::test]
+async fn aliases_rewrite_to_the_api_paths() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    assert_eq!(
+        call(&router, get("/services/featured")).await.body["uri"],
+        "/api/v1/services/featured"
+    );
+    assert_eq!(
+        call(&router, get("/content/7/preview?size=small"))
+            .await
+            .body["uri"],
+        "/api/v1/content/7/preview?size=small"
+    );
+}
+
+#[tokio::test]
+async fn unlisted_paths_are_404_write_methods_405_and_the_upstream_sees_nothing() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    for path in [
+        "/admin/api/v1/services",
+        "/api/v1/services/a/b",
+        "/api/v2/services",
+        "/",
+        "/api/v1/services/categories/x/audit",
+    ] {
+        let res = call(&router, get(path)).await;
+        assert_eq!(res.status, 404, "{path}");
+        assert_eq!(res.body["error"]["code"], "NOT_FOUND");
+    }
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let res = call(
+            &router,
+            http::Request::builder()
+                .method(method)
+                .uri("/api/v1/services")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(res.status, 405, "{method}");
+        assert_eq!(res.headers["allow"], "GET, HEAD, OPTIONS");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}
+
+#[tokio::test]
+async fn traversal_and_encoding_tricks_never_reach_a_route_outside_the_allowlist() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    let battery = [
+        "/api/v1/services/../../admin/api/v1/services",
+        "/api/v1/services/%2e%2e/%2e%2e/admin/api/v1/services",
+        "/api/v1/services/%2E%2E/%2E%2E/admin/api/v1/services",
+        "/api/v1/services/..%2f..%2fadmin%2fapi%2fv1%2fservices",
+        "/api/v1/services%2F..%2F..%2Fadmin",
+        "//admin//api/v1/services",
+        "/api/v1/services/%5c..%5cadmin",
+        "/api/v1/services/%00",
+        "/api/v1/services/%ff%fe",
+        "/api/v1/services/%252e%252e/admin",
+        "/./api/./v1/../../../etc/passwd",
+        "/api/v1/services/..;/admin",
+        "/api/v1/./services/../../v1/services/categories/../../../admin/api/v1/services",
+    ];
+    for path in battery {
+        let res = call(&router, get(path)).await;
+        assert!(
+            matches!(res.status, 200 | 400 | 404),
+            "{path}: {}",
+            res.status
+        );
+    }
+    let allowed = ["/api/v1/services", "/api/v1/content"];
+    for seen in upstream.seen() {
+        assert!(
+            allowed.iter().any(|p| seen.uri.starts_with(p))
+                && !seen.uri.contains("admin")
+                && !seen.uri.contains(".."),
+            "an upstream saw {:?}",
+            seen.uri
+        );
+    }
+    let res = call(&router, get("/api/v1/services/%2e%2e/%2e%2e/%2e%2e/%2e%2e")).await;
+    assert_eq!(res.status, 400, "escaping the root is refused");
+}
+
+#[tokio::test]
+async fn refused_is_502_slow_is_504_and_upstream_errors_pass_through() {
+    let closed = ic_testkit::free_port();
+    let router = gateway(&[("SERVICES_API_URL", format!("http://127.0.0.1:{closed}"))]);
+    let res = call(&router, get("/api/v1/services")).await;
+    assert_eq!(res.status, 502);
+    assert_eq!(res.body["error"]["code"], "BAD_GATEWAY");
+
+    let upstream = Recorder::start().await;
+    let mut vars = to_upstream(&upstream);
+    vars.push(("UPSTREAM_TIMEOUT_SECONDS", "1".into()));
+    let router = gateway(&vars);
+    let res = call(&router, get("/api/v1/services/slow")).await;
+    assert_eq!(res.status, 504);
+    assert_eq!(res.body["error"]["code"], "GATEWAY_TIMEOUT");
+    let res = call(&router, get("/api/v1/services/boom")).await;
+    assert_eq!(res.status, 500);
+    assert_eq!(
+        &res.bytes[..],
+        b"upstream exploded",
+        "upstream 5xx passed through as is"
+    );
+}
+
+#[tokio::test]
+async fn dapr_mode_invokes_through_the_sidecar_url_with_the_app_token() {
+    // A local server implementing the sidecar's invocation URL shape stands in for daprd.
+    let sidecar = Recorder::start().await;
+    let router = gateway(&[
+        ("DAPR_HTTP_PORT", sidecar.addr.port().to_string()),
+        ("APP_API_TOKEN", "s3cret".into()),
+    ]);
+    let res = call(&router, get("/api/v1/services?limit=1")).await;
+    assert_eq!(res.status, 200);
+    let seen = &sidecar.seen()[0];
+    assert_eq!(
+        seen.uri,
+        "/v1.0/invoke/services-api/method/api/v1/services?limit=1"
+    );
+    assert_eq!(seen.headers["dapr-api-token"], "s3cret");
+    call(&router, get("/content/9")).await;
+    assert_eq!(
+        sidecar.seen()[1].uri,
+        "/v1.0/invoke/content-api/method/api/v1/content/9"
+    );
+}
+
+#[tokio::test]
+async fn cors_answers_allowed_origins_only_and_always_varies_on_origin() {
+    let upstream = Recorder::start().await;
+    let mut vars = to_upstream(&upstream);
+    vars.push(("PUBLIC_WEBSITE_ORIGINS", "https://www.example.org".into()));
+    let router = gateway(&vars);
+    let with_origin = |origin: &str| {
+        http::Request::get("/api/v1/services")
+            .header("origin", origin)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let res = call(&router, with_origin("https://www.example.org")).await;
+    assert_eq!(
+        res.headers["access-control-allow-origin"],
+        "https://www.example.org"
+    );
+    assert!(
+        res.headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("X-Correlation-ID")
+    );
+    assert!(
+        res.headers
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    assert!(res.headers.get_all("vary").iter().any(|v| v == "Origin"));
+    let res = call(&router, with_origin("https://evil.example.net")).await;
+    assert!(res.headers.get("access-control-allow-origin").is_none());
+    assert!(res.headers.get_all("vary").iter().any(|v| v == "Origin"));
+
+    let preflight = |origin: &str, method: &str| {
+        http::Request::builder()
+            .method("OPTIONS")
+            .uri("/api/v1/services")
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let before = upstream.seen().len();
+    let res = call(&router, preflight("https://www.example.org", "GET")).await;
+    assert_eq!(res.status, 204);
+    assert_eq!(
+        res.headers["access-control-allow-origin"],
+        "https://www.example.org"
+    );
+    assert_eq!(
+        res.headers["access-control-allow-methods"],
+        "GET, HEAD, OPTIONS"
+    );
+    assert_eq!(res.headers["access-control-max-age"], "3600");
+    assert!(
+        res.headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("X-Correlation-ID")
+    );
+    let res = call(&router, preflight("https://evil.example.net", "GET")).await;
+    assert!(res.headers.get("access-control-allow-origin").is_none());
+    let res = call(&router, preflight("https://www.example.org", "DELETE")).await;
+    assert!(
+        res.headers.get("access-control-allow-origin").is_none(),
+        "a write method is not allowed"
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        before,
+        "preflights are answered by the gateway"
+    );
+}
+
+fn from_peer(router: &Router, peer: &str) -> Router {
+    router
+        .clone()
+        .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
+}
+
+fn with_xff(xff: &str) -> http::Request<Body> {
+    http::Request::get("/api/v1/services")
+        .header("x-forwarded-for", xff)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_exact_and_forwarded_for_counts_only_from_trusted_proxies() {
+    let upstream = Recorder::start().await;
+    let mut vars = to_upstream(&upstream);
+    vars.push(("PUBLIC_RATE_LIMIT_PER_MINUTE", "3".into()));
+    vars.push(("TRUSTED_PROXIES", "10.0.0.0/8".into()));
+    let router = gateway(&vars);
+
+    let direct = from_peer(&router, "203.0.113.7:5000");
+    for (i, remaining) in ["2", "1", "0"].into_iter().enumerate() {
+        let res = call(&direct, with_xff(&format!("198.51.100.{i}"))).await;
+        assert_eq!(res.status, 200, "request {i}");
+        assert_eq!(res.headers["ratelimit-limit"], "3");
+        assert_eq!(res.headers["ratelimit-remaining"], remaining);
+        assert_eq!(res.headers["x-ratelimit-remaining"], remaining);
+        assert!(res.headers.contains_key("ratelimit-reset"));
+    }
+    let res = call(&direct, with_xff("198.51.100.99")).await;
+    assert_eq!(
+        res.status, 429,
+        "a spoofed X-Forwarded-For from an untrusted peer changes nothing"
+    );
+    assert_eq!(res.body["error"]["code"], "RATE_LIMITED");
+    assert_eq!(res.headers["retry-after"], "20");
+    assert_eq!(res.headers["ratelimit-remaining"], "0");
+    assert_eq!(
+        res.headers["x-content-type-options"], "nosniff",
+        "security headers on a 429 too"
+    );
+
+    let proxy = from_peer(&router, "10.1.2.3:5000");
+    for _ in 0..3 {
+        assert_eq!(call(&proxy, with_xff("192.0.2.10")).await.status, 200);
+    }
+    assert_eq!(call(&proxy, with_xff("192.0.2.10")).await.status, 429);
+    assert_eq!(
+        call(&proxy, with_xff("192.0.2.11")).await.status,
+        200,
+        "behind a trusted proxy each client has its own limit"
+    );
+    let seen = upstream.seen();
+    assert_eq!(
+        seen.last().unwrap().headers["x-forwarded-for"],
+        "192.0.2.11"
+    );
+}
+
+#[tokio::test]
+async fn security_headers_are_on_every_response_errors_included() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    let requests = [
+        get("/api/v1/services"),
+        get("/api/v1/services/boom"),
+        get("/nowhere"),
+        get("/api/v1/services/%00"),
+        http::Request::post("/api/v1/services")
+            .body(Body::empty())
+            .unwrap(),
+        get("/health"),
+        http::Request::get("/api/v1/services")
+            .header("authorization", "Bearer x")
+            .body(Body::empty())
+            .unwrap(),
+    ];
+    for request in requests {
+        let uri = request.uri().to_string();
+        let res = call(&router, request).await;
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("content-security-policy", "default-src 'self'"),
+            ("strict-transport-security", "max-age=31536000"),
+            ("referrer-policy", "strict-origin-when-cross-origin"),
+            ("server", "international-center"),
+        ] {
+            assert_eq!(
+                res.headers.get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{uri} ({}): {name}",
+                res.status
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_bearer_token_is_never_silently_anonymous() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    let res = call(
+        &router,
+        http::Request::get("/api/v1/services")
+            .header("authorization", "Bearer abc")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status, 401);
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn health_reports_middleware_status_and_readiness_of_upstreams() {
+    let upstream = Recorder::start().await;
+    let closed = ic_testkit::free_port();
+    let router = gateway(&[
+        ("SERVICES_API_URL", upstream.url()),
+        ("CONTENT_API_URL", format!("http://127.0.0.1:{closed}")),
+    ]);
+    let res = call(&router, get("/health")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["service"], "public-gateway");
+    assert_eq!(res.body["middleware_status"]["cors"], "enabled");
+    let res = call(&router, get("/health/ready")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["status"], "degraded");
+    assert_eq!(res.body["checks"]["services-api"]["status"], "up");
+    assert_eq!(res.body["checks"]["content-api"]["status"], "down");
+    let res = call(&router, get("/metrics")).await;
+    assert_eq!(res.status, 200);
+}
+
+#[sqlx::test(migrations = false)]
+async fn through_the_gateway_a_real_services_api_answers(pool: sqlx::PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    ic_migrations_up(&mut conn).await;
+    drop(conn);
+    #[allow(clippy::disallowed_methods)]
+    let nats_url = std::env::var("NATS_URL").expect("NATS_URL from cargo xtask test");
+    let nats = async_nats_connect(&nats_url).await;
+    let backend = services_api::app(
+        services_api::AppState::new(pool.clone(), nats.clone(), "development"),
+        services_api::health("development", pool.clone(), nats),
+        ic_telemetry::HttpMetrics::default(),
+        ic_http::app_token::AppToken(None),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, backend).await });
+    sqlx::query(
+        "INSERT INTO services.services (service_id, title, description, slug, category_id, delivery_mode, publishing_status, created_by)
+         VALUES (gen_random_uuid(), 'Gateway check', 'Seen through the gateway.', 'gateway-check', '00000000-0000-4000-8000-000000000001', 'mobile_service', 'published', 't')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let router = gateway(&[("SERVICES_API_URL", format!("http://{addr}"))]);
+    let res = call(&router, get("/api/v1/services")).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["services"][0]["title"], "Gateway check");
+    assert!(
+        res.headers.contains_key("etag"),
+        "upstream headers pass through"
+    );
+    let res = call(&router, get("/services/slug/gateway-check")).await;
+    assert_eq!(res.body["slug"], "gateway-check");
+    let res = call(&router, get("/api/v1/services/not-a-uuid")).await;
+    assert_eq!(res.status, 400, "upstream client errors pass through");
+    assert_eq!(res.body["error"]["service_name"], "services-api");
+    let res = call(&router, get("/health/ready")).await;
+    assert_eq!(res.body["checks"]["services-api"]["status"], "up");
+}
+
+async fn ic_migrations_up(conn: &mut sqlx::PgConnection) {
+    ic_migrations::up_all(conn).await.expect("migrations");
+}
+
+async fn async_nats_connect(url: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_200_mib_response_streams_through_without_being_buffered() {
+    use http_body_util::BodyExt;
+    const CHUNK: usize = 1024 * 1024;
+    const CHUNKS: usize = 200;
+    // The upstream sends one chunk, then waits until the client has received it before
+    // sending the other 199 MiB: a gateway that buffered the body would never deliver
+    // that first chunk, and the test would time out instead of passing.
+    let (first_seen_tx, first_seen_rx) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(Mutex::new(Some(first_seen_rx)));
+    let router = Router::new().fallback(move || {
+        let gate = gate.clone();
+        async move {
+            let waiter = gate.lock().unwrap().take();
+            let stream = async_stream_body(waiter, CHUNK, CHUNKS);
+            Response::new(Body::from_stream(stream))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let gateway = gateway(&[("SERVICES_API_URL", format!("http://{addr}"))]);
+    let response = gateway.oneshot(get("/api/v1/services/big")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0usize;
+    let mut first_seen = Some(first_seen_tx);
+    let deadline = Duration::from_secs(60);
+    while let Some(frame) = tokio::time::timeout(deadline, body.frame())
+        .await
+        .expect("the body keeps flowing")
+    {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len();
+            if let Some(tx) = first_seen.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    assert_eq!(received, CHUNK * CHUNKS);
+}
+
+/// A body of `chunks` chunks that pauses after the first until `waiter` fires.
+fn async_stream_body(
+    waiter: Option<tokio::sync::oneshot::Receiver<()>>,
+    chunk: usize,
+    chunks: usize,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let data = Bytes::from(vec![b'x'; chunk]);
+        if tx.send(Ok(data.clone())).await.is_err() {
+            return;
+        }
+        if let Some(waiter) = waiter
+            && tokio::time::timeout(Duration::from_secs(30), waiter)
+                .await
+                .is_err()
+        {
+            let _ = tx
+                .send(Err(std::io::Error::other(
+                    "the client never saw the first chunk",
+                )))
+                .await;
+            return;
+        }
+        for _ in 1..chunks {
+            if tx.send(Ok(data.clone())).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
