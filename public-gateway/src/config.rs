@@ -26,6 +26,8 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// `TRUSTED_PROXIES`.
     pub trusted_proxies: TrustedProxies,
+    /// `RATE_LIMIT_REDIS_URL`: limits shared by every replica through Redis.
+    pub rate_limit_redis_url: Option<String>,
     /// `UPSTREAM_CONNECT_TIMEOUT_MS` (default 2000).
     pub connect_timeout: Duration,
     /// `UPSTREAM_TIMEOUT_SECONDS` (default 30): until the upstream's response headers.
@@ -113,6 +115,16 @@ impl Config {
             name: "TRUSTED_PROXIES".into(),
             expected: format!("a comma list of CIDRs ({e})"),
         })?;
+        let rate_limit_redis_url = vars.raw("RATE_LIMIT_REDIS_URL").map(str::to_owned);
+        if let Some(url) = &rate_limit_redis_url
+            && !url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some())
+        {
+            return Err(ConfigError::Invalid {
+                name: "RATE_LIMIT_REDIS_URL".into(),
+                expected: "a redis:// or rediss:// URL".into(),
+            });
+        }
         let app_api_token = vars.secret("APP_API_TOKEN");
         if environment == Environment::Production && app_api_token.is_none() {
             return Err(ConfigError::Unsafe(
@@ -132,6 +144,7 @@ impl Config {
             origins,
             rate_limit_per_minute,
             trusted_proxies,
+            rate_limit_redis_url,
             connect_timeout: Duration::from_millis(vars.parse_or(
                 "UPSTREAM_CONNECT_TIMEOUT_MS",
                 "milliseconds",
@@ -194,6 +207,7 @@ mod tests {
             ("PUBLIC_RATE_LIMIT_PER_MINUTE", "0"),
             ("SERVICES_API_URL", "not a url"),
             ("DAPR_HTTP_PORT", "x"),
+            ("RATE_LIMIT_REDIS_URL", "http://redis:6379"),
         ] {
             let err = Config::from_env(env(&[(name, value)]))
                 .unwrap_err()

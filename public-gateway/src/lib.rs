@@ -12,7 +12,7 @@ use ic_gateway::{
     gate::{RouteCheck, proxy_to_upstream, route_check},
     identity::{Anonymous, Identify, identify},
     proxy::{Proxy, ProxyConfig, Upstreams},
-    rate_limit::{Gcra, IpRateLimit, limit_by_ip},
+    rate_limit::{Gcra, IpRateLimit, Limiter, SharedGcra, limit_by_ip},
     routes::{Alias, RouteTable, public_content_routes, public_services_routes},
     security::{SecurityHeaders, security_headers},
 };
@@ -65,11 +65,23 @@ impl Gateway {
         let methods = vec![http::Method::GET, http::Method::HEAD, http::Method::OPTIONS];
         let mut routes = public_services_routes();
         routes.extend(public_content_routes());
+        let period = Duration::from_secs(60);
+        let limit = config.rate_limit_per_minute;
+        let limiter = Arc::new(match &config.rate_limit_redis_url {
+            Some(url) => match SharedGcra::new(url, "ic:rl:public:", limit, period) {
+                Ok(shared) => Limiter::Shared(Box::new(shared)),
+                Err(err) => {
+                    tracing::error!(error = %err, "RATE_LIMIT_REDIS_URL unusable; limiting in-process");
+                    Limiter::Local(Gcra::new(limit, period))
+                }
+            },
+            None => Limiter::Local(Gcra::new(limit, period)),
+        });
         Self {
             health: health(
                 config.environment.as_str(),
                 &config.upstreams,
-                config.rate_limit_per_minute,
+                limiter.clone(),
             ),
             route_check: RouteCheck {
                 table: Arc::new(RouteTable::new(routes, methods)),
@@ -82,10 +94,7 @@ impl Gateway {
             proxy,
             cors: Arc::new(CorsPolicy::public(&config.origins)),
             trusted: Arc::new(config.trusted_proxies.clone()),
-            limiter: IpRateLimit(Arc::new(Gcra::new(
-                config.rate_limit_per_minute,
-                Duration::from_secs(60),
-            ))),
+            limiter: IpRateLimit(limiter),
             identity: Identify(Arc::new(Anonymous)),
             metrics: HttpMetrics::default(),
         }
@@ -93,7 +102,7 @@ impl Gateway {
 }
 
 /// Readiness: each upstream's `/health` (optional: the gateway keeps serving the others).
-fn health(environment: &str, upstreams: &Upstreams, limit: u32) -> Health {
+fn health(environment: &str, upstreams: &Upstreams, limiter: Arc<Limiter>) -> Health {
     // reqwest is built without a default TLS provider (shared/STACK.md): install ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
@@ -121,7 +130,28 @@ fn health(environment: &str, upstreams: &Upstreams, limit: u32) -> Health {
                 }
             })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut checks = checks;
+    let rate_limit_status = match limiter.as_ref() {
+        Limiter::Local(gcra) => format!("in-process, {}/min per client IP", gcra.limit()),
+        Limiter::Shared(_) => "redis (in-process while unreachable)".to_owned(),
+    };
+    if matches!(limiter.as_ref(), Limiter::Shared(_)) {
+        // Redis down is degraded, not unready: the gateway keeps limiting in-process.
+        checks.push(Check::new(
+            "rate_limit_store",
+            Criticality::Optional,
+            move || {
+                let limiter = limiter.clone();
+                async move {
+                    match limiter.as_ref() {
+                        Limiter::Shared(shared) => shared.ping().await,
+                        Limiter::Local(_) => Ok(()),
+                    }
+                }
+            },
+        ));
+    }
     Health::new(
         HealthInfo {
             service: SERVICE_NAME,
@@ -136,7 +166,7 @@ fn health(environment: &str, upstreams: &Upstreams, limit: u32) -> Health {
         "middleware_status",
         json!({
             "cors": "enabled",
-            "rate_limit": format!("in-process, {limit}/min per client IP"),
+            "rate_limit": rate_limit_status,
             "security_headers": "enabled",
             "route_check": "enabled",
             "auth": "anonymous",

@@ -647,3 +647,68 @@ fn tokio_stream_from(
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+fn with_redis(upstream: &Recorder, redis_url: &str, limit: u32) -> Router {
+    let mut vars = to_upstream(upstream);
+    vars.push(("RATE_LIMIT_REDIS_URL", redis_url.to_owned()));
+    vars.push(("PUBLIC_RATE_LIMIT_PER_MINUTE", limit.to_string()));
+    from_peer(&gateway(&vars), "203.0.113.50:4000")
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_enforce_one_combined_limit() {
+    let redis = ic_testkit::RedisServer::start();
+    let upstream = Recorder::start().await;
+    let first = with_redis(&upstream, &redis.url(), 4);
+    let second = with_redis(&upstream, &redis.url(), 4);
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let replica = if i % 2 == 0 { &first } else { &second };
+        statuses.push(call(replica, get("/api/v1/services")).await.status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 429],
+        "one budget across both replicas"
+    );
+    let res = call(&second, get("/health/ready")).await;
+    assert_eq!(res.status, 200, "probes are not rate limited");
+    assert_eq!(res.body["checks"]["rate_limit_store"]["status"], "up");
+}
+
+#[tokio::test]
+async fn without_redis_the_gateway_limits_locally_reports_degraded_and_recovers() {
+    let mut redis = ic_testkit::RedisServer::start();
+    let upstream = Recorder::start().await;
+    let router = with_redis(&upstream, &redis.url(), 1000);
+    assert_eq!(call(&router, get("/api/v1/services")).await.status, 200);
+
+    redis.stop();
+    let res = call(&router, get("/api/v1/services")).await;
+    assert_eq!(res.status, 200, "still serving");
+    assert!(
+        res.headers.contains_key("ratelimit-remaining"),
+        "still limiting (in-process)"
+    );
+    let res = call(&router, get("/health/ready")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["status"], "degraded");
+    assert_eq!(res.body["checks"]["rate_limit_store"]["status"], "down");
+
+    redis.restart();
+    let res = ic_testkit::eventually(Duration::from_secs(30), "readiness to recover", || {
+        let router = router.clone();
+        async move {
+            let res = call(&router, get("/health/ready")).await;
+            (res.body["checks"]["rate_limit_store"]["status"] == "up").then_some(res)
+        }
+    })
+    .await;
+    assert_eq!(res.body["checks"]["rate_limit_store"]["status"], "up");
+    // Counting is shared again: a second replica sees the first one's requests.
+    let small_a = with_redis(&upstream, &redis.url(), 2);
+    let small_b = with_redis(&upstream, &redis.url(), 2);
+    assert_eq!(call(&small_a, get("/api/v1/services")).await.status, 200);
+    assert_eq!(call(&small_b, get("/api/v1/services")).await.status, 200);
+    assert_eq!(call(&small_a, get("/api/v1/services")).await.status, 429);
+}

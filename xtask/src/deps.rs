@@ -5,10 +5,11 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// (binary, Debian package) pairs the test suite needs.
-pub const TEST_PACKAGES: [(&str, &str); 3] = [
+pub const TEST_PACKAGES: [(&str, &str); 4] = [
     ("initdb", "postgresql"),
     ("pg_dump", "postgresql-client"),
     ("nats-server", "nats-server"),
+    ("redis-server", "redis-server"),
 ];
 
 /// (binary, Debian package) pairs `up` needs.

@@ -132,9 +132,187 @@ impl Gcra {
     }
 }
 
+/// GCRA in Redis, atomically: the server's clock, one script call per request.
+/// Returns `{allowed, wait_us, used_or_ahead_us}`.
+const GCRA_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {0, tat - now - tolerance, tat - now}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1000)
+return {1, 0, new_tat - now}
+";
+
+/// How long a failed Redis call sends requests to the local limiter before retrying.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+/// The budget of one Redis call (the limiter must not slow requests down).
+const REDIS_TIMEOUT: Duration = Duration::from_millis(150);
+
+/// A GCRA shared by every replica through Redis (`RATE_LIMIT_REDIS_URL`), with an
+/// in-process fallback while Redis is unreachable.
+pub struct SharedGcra {
+    client: redis::Client,
+    manager: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    script: redis::Script,
+    prefix: String,
+    fallback: Gcra,
+    interval_us: u64,
+    tolerance_us: u64,
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for SharedGcra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedGcra")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedGcra {
+    /// A shared limiter; `prefix` namespaces the keys (e.g. `ic:rl:public:`).
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        limit: u32,
+        period: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let fallback = Gcra::new(limit, period);
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            manager: tokio::sync::Mutex::new(None),
+            script: redis::Script::new(GCRA_SCRIPT),
+            prefix: prefix.to_owned(),
+            interval_us: u64::try_from(fallback.interval.as_micros()).unwrap_or(u64::MAX),
+            tolerance_us: u64::try_from(fallback.tolerance.as_micros()).unwrap_or(u64::MAX),
+            fallback,
+            down_until: Mutex::new(None),
+        })
+    }
+
+    fn backing_off(&self) -> bool {
+        let down = self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        down.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn mark(&self, healthy: bool) {
+        let mut down = self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *down = (!healthy).then(|| Instant::now() + REDIS_BACKOFF);
+    }
+
+    async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
+        let mut slot = self.manager.lock().await;
+        if slot.is_none() {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            *slot = redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+                .await
+                .ok();
+        }
+        slot.clone()
+    }
+
+    async fn call_redis(&self, key: &str) -> Option<(i64, i64, i64)> {
+        let mut connection = self.connection().await?;
+        let mut invocation = self.script.key(format!("{}{key}", self.prefix));
+        invocation.arg(self.interval_us).arg(self.tolerance_us);
+        tokio::time::timeout(
+            REDIS_TIMEOUT,
+            invocation.invoke_async::<(i64, i64, i64)>(&mut connection),
+        )
+        .await
+        .ok()?
+        .ok()
+    }
+
+    /// Checks one request; falls back to the local limiter when Redis fails.
+    pub async fn check(&self, key: &str) -> Decision {
+        if !self.backing_off()
+            && let Some((allowed, wait_us, used_us)) = self.call_redis(key).await
+        {
+            self.mark(true);
+            let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+            let capacity = self.interval_us * u64::from(self.fallback.limit);
+            let used = u64::try_from(used_us).unwrap_or(0);
+            let remaining = if allowed == 1 {
+                u32::try_from(capacity.saturating_sub(used) / self.interval_us.max(1))
+                    .unwrap_or(u32::MAX)
+            } else {
+                0
+            };
+            return Decision {
+                allowed: allowed == 1,
+                limit: self.fallback.limit,
+                remaining,
+                reset_secs: ceil_secs(micros(used_us)),
+                retry_after_secs: ceil_secs(micros(wait_us)),
+            };
+        }
+        if !self.backing_off() {
+            tracing::warn!("rate-limit store unreachable; limiting in-process until it returns");
+            self.mark(false);
+        }
+        self.fallback.check(key, Instant::now())
+    }
+
+    /// Readiness probe: a PING within the budget (also ends the back-off on success).
+    pub async fn ping(&self) -> Result<(), String> {
+        let Some(mut connection) = self.connection().await else {
+            self.mark(false);
+            return Err("unreachable".into());
+        };
+        let pong = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            redis::cmd("PING").query_async::<String>(&mut connection),
+        )
+        .await;
+        let ok = matches!(pong, Ok(Ok(_)));
+        self.mark(ok);
+        if ok {
+            Ok(())
+        } else {
+            Err("no answer to PING".into())
+        }
+    }
+}
+
+/// Where the counts live.
+#[derive(Debug)]
+pub enum Limiter {
+    /// This process only.
+    Local(Gcra),
+    /// Shared by every replica through Redis.
+    Shared(Box<SharedGcra>),
+}
+
+impl Limiter {
+    /// Checks one request for `key`.
+    pub async fn check(&self, key: &str) -> Decision {
+        match self {
+            Self::Local(gcra) => gcra.check(key, Instant::now()),
+            Self::Shared(shared) => shared.check(key).await,
+        }
+    }
+}
+
 /// Middleware state: the limiter, keyed by [`ClientIp`].
 #[derive(Debug, Clone)]
-pub struct IpRateLimit(pub Arc<Gcra>);
+pub struct IpRateLimit(pub Arc<Limiter>);
 
 /// Middleware (after `resolve_client_ip`).
 pub async fn limit_by_ip(
@@ -142,11 +320,16 @@ pub async fn limit_by_ip(
     request: Request,
     next: Next,
 ) -> Response {
+    // Probes and scrapers are never limited: a busy client must not make a gateway look
+    // dead to its orchestrator.
+    if ic_http::app_token::OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let ip = request
         .extensions()
         .get::<ClientIp>()
         .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0);
-    let decision = limit.0.check(&rate_key(ip), Instant::now());
+    let decision = limit.0.check(&rate_key(ip)).await;
     let mut response = if decision.allowed {
         next.run(request).await
     } else {
