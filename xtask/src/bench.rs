@@ -37,16 +37,25 @@ WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_delete
 AND (NULL::uuid IS NULL OR s.category_id = NULL::uuid) AND (NULL::text IS NULL OR s.delivery_mode = NULL::text);
 ";
 
-struct Figures {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Figures {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 pub fn bench(args: &[String]) -> anyhow::Result<()> {
-    if !args.is_empty() && args[0] != "services-list" {
-        bail!("unknown benchmark {:?} (available: services-list)", args[0]);
+    match args.first().map(String::as_str) {
+        None => {
+            services_list()?;
+            crate::bench_gateway::gateway()
+        }
+        Some("services-list") => services_list(),
+        Some("gateway") => crate::bench_gateway::gateway(),
+        Some(other) => bail!("unknown benchmark {other:?} (available: services-list, gateway)"),
     }
+}
+
+fn services_list() -> anyhow::Result<()> {
     deps::ensure_packages(&[
         ("initdb", "postgresql"),
         ("pgbench", "postgresql-contrib"),
@@ -55,7 +64,14 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     ])?;
     eprintln!("==> building services-api (release)");
     let mut build = cargo();
-    build.args(["build", "--release", "--package", "services-api"]);
+    build.args([
+        "build",
+        "--release",
+        "--package",
+        "services-api",
+        "--package",
+        "public-gateway",
+    ]);
     run(build, "cargo build --release")?;
 
     let postgres = PostgresServer::start();
@@ -85,11 +101,31 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         let api = wrk(&target, SECONDS)?;
         eprintln!("==> pgbench: the same SQL, {CONCURRENCY} clients, {SECONDS} s");
         let pg = pgbench(&url, SECONDS)?;
-        Ok((api, pg))
+        eprintln!("==> wrk through public-gateway");
+        let gateway_port = free_port();
+        let mut gateway = Command::new(crate::target_dir().join("release").join("public-gateway"))
+            .env("PUBLIC_GATEWAY_PORT", gateway_port.to_string())
+            .env("SERVICES_API_URL", format!("http://127.0.0.1:{port}"))
+            .env("PUBLIC_RATE_LIMIT_PER_MINUTE", "1000000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting public-gateway")?;
+        let through = tokio::runtime::Runtime::new()?
+            .block_on(wait_ready(gateway_port))
+            .and_then(|()| {
+                let via = format!("http://127.0.0.1:{gateway_port}/api/v1/services?limit=20");
+                wrk(&via, 2)?;
+                wrk(&via, SECONDS)
+            });
+        let _ = gateway.kill();
+        let _ = gateway.wait();
+        Ok((api, pg, through?))
     });
     let _ = api.kill();
     let _ = api.wait();
-    let (api, pg) = result?;
+    let (api, pg, through) = result?;
     println!(
         "\nservices-list ({SERVICES} services, {CONCURRENCY} concurrent, {SECONDS} s each, 2 cores shared by client and server)"
     );
@@ -106,8 +142,13 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         "pgbench, same SQL", pg.rps, pg.p50_ms, pg.p99_ms
     );
     println!(
-        "  ratio services-api / pgbench: {:.2}x (target >= 0.5x)",
-        api.rps / pg.rps
+        "  {:<34} {:>10.0} {:>10.2} {:>10.2}",
+        "through public-gateway (wrk)", through.rps, through.p50_ms, through.p99_ms
+    );
+    println!(
+        "  ratio services-api / pgbench: {:.2}x (target >= 0.5x); through the gateway / direct: {:.2}x",
+        api.rps / pg.rps,
+        through.rps / api.rps
     );
     Ok(())
 }
@@ -171,10 +212,29 @@ fn parse_ms(value: &str) -> Option<f64> {
 }
 
 fn wrk(target: &str, seconds: u64) -> anyhow::Result<Figures> {
-    let out = Command::new(find_binary("wrk"))
+    wrk_on(None, target, seconds, CONCURRENCY, 2)
+}
+
+/// wrk with `connections` over `threads`, optionally pinned to `cpus` (taskset list).
+pub(crate) fn wrk_on(
+    cpus: Option<&str>,
+    target: &str,
+    seconds: u64,
+    connections: usize,
+    threads: usize,
+) -> anyhow::Result<Figures> {
+    let mut cmd = match cpus {
+        Some(list) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", list]).arg(find_binary("wrk"));
+            c
+        }
+        None => Command::new(find_binary("wrk")),
+    };
+    let out = cmd
         .args([
-            "-t2",
-            &format!("-c{CONCURRENCY}"),
+            &format!("-t{threads}"),
+            &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--latency",
             target,

@@ -1,0 +1,230 @@
+//! `cargo xtask bench gateway`: public-gateway against nginx and haproxy proxying the
+//! same trivial upstream (an nginx answering a fixed JSON body). Each proxy runs pinned
+//! to CPU 1; wrk and the upstream share CPU 0, so every proxy gets the same CPU budget.
+//! Latency is measured with one connection (what the proxy adds to a request), throughput
+//! with 64. Also the gateway's peak resident memory while it streams a 200 MiB response.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use ic_testkit::{find_binary, free_port};
+
+use crate::{
+    bench::{Figures, wrk_on},
+    cargo, deps, run,
+};
+
+const SECONDS: u64 = 10;
+const PROXY_CPU: &str = "1";
+const CLIENT_CPU: &str = "0";
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pinned(cpu: &str, binary: &Path) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpu])
+        .arg(binary)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn nginx(dir: &Path, name: &str, cpu: &str, server: &str) -> anyhow::Result<Process> {
+    let prefix = dir.join(name);
+    std::fs::create_dir_all(prefix.join("logs"))?;
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log {p}/logs/error.log;\npid {p}/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n keepalive_requests 100000;\n{server}\n}}\n",
+            p = prefix.display()
+        ),
+    )?;
+    let child = pinned(cpu, &find_binary("nginx"))
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf)
+        .spawn()
+        .context("starting nginx")?;
+    Ok(Process(child))
+}
+
+fn haproxy(dir: &Path, port: u16, upstream: u16) -> anyhow::Result<Process> {
+    let conf = dir.join("haproxy.cfg");
+    std::fs::write(
+        &conf,
+        format!(
+            "global\n  nbthread 1\n  maxconn 8192\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\
+             frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server u 127.0.0.1:{upstream}\n"
+        ),
+    )?;
+    let child = pinned(PROXY_CPU, &find_binary("haproxy"))
+        .arg("-f")
+        .arg(&conf)
+        .arg("-db")
+        .spawn()
+        .context("starting haproxy")?;
+    Ok(Process(child))
+}
+
+fn measure(
+    name: &str,
+    port: u16,
+    rows: &mut Vec<(String, Figures, Figures)>,
+) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{port}/api/v1/services");
+    wrk_on(Some(CLIENT_CPU), &url, 2, 8, 1)?;
+    let latency = wrk_on(Some(CLIENT_CPU), &url, SECONDS, 1, 1)?;
+    let throughput = wrk_on(Some(CLIENT_CPU), &url, SECONDS, 64, 1)?;
+    eprintln!("    {name}: {:.0} req/s", throughput.rps);
+    rows.push((name.to_owned(), latency, throughput));
+    Ok(())
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+pub fn gateway() -> anyhow::Result<()> {
+    deps::ensure_packages(&[("wrk", "wrk"), ("nginx", "nginx"), ("haproxy", "haproxy")])?;
+    eprintln!("==> building public-gateway (release)");
+    let mut build = cargo();
+    build.args(["build", "--release", "--package", "public-gateway"]);
+    run(build, "cargo build --release")?;
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("ic-bench-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let big = dir.join("big.bin");
+    let file = std::fs::File::create(&big)?;
+    file.set_len(200 * 1024 * 1024)?;
+
+    let upstream = free_port();
+    let _upstream = nginx(
+        &dir,
+        "upstream",
+        CLIENT_CPU,
+        &format!(
+            " server {{ listen 127.0.0.1:{upstream}; location / {{ default_type application/json; return 200 '{{\"services\":[]}}'; }}\n\
+             location = /api/v1/services/big {{ alias {}; }} }}",
+            big.display()
+        ),
+    )?;
+    wait_port(upstream)?;
+
+    let mut rows = Vec::new();
+    eprintln!("==> direct to the upstream");
+    let direct_port = upstream;
+    measure("direct (no proxy)", direct_port, &mut rows)?;
+
+    let nginx_port = free_port();
+    {
+        let _proxy = nginx(
+            &dir,
+            "proxy",
+            PROXY_CPU,
+            &format!(
+                " upstream u {{ server 127.0.0.1:{upstream}; keepalive 128; }}\n\
+                 server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+            ),
+        )?;
+        wait_port(nginx_port)?;
+        measure("nginx", nginx_port, &mut rows)?;
+    }
+    let haproxy_port = free_port();
+    {
+        let _proxy = haproxy(&dir, haproxy_port, upstream)?;
+        wait_port(haproxy_port)?;
+        measure("haproxy", haproxy_port, &mut rows)?;
+    }
+    let gateway_port = free_port();
+    let peak = {
+        let binary = crate::target_dir().join("release").join("public-gateway");
+        let child = pinned(PROXY_CPU, &binary)
+            .env("PUBLIC_GATEWAY_PORT", gateway_port.to_string())
+            .env("SERVICES_API_URL", format!("http://127.0.0.1:{upstream}"))
+            .env("PUBLIC_RATE_LIMIT_PER_MINUTE", "1000000")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("starting public-gateway")?;
+        let gateway = Process(child);
+        wait_port(gateway_port)?;
+        measure("public-gateway", gateway_port, &mut rows)?;
+        eprintln!("==> streaming 200 MiB through public-gateway");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{size_download}"])
+            .arg(format!(
+                "http://127.0.0.1:{gateway_port}/api/v1/services/big"
+            ))
+            .output()
+            .context("running curl")?;
+        let size = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if size != (200 * 1024 * 1024).to_string() {
+            bail!("the 200 MiB download through the gateway returned {size} bytes");
+        }
+        peak_rss_kib(gateway.0.id())
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let direct = rows[0].1.p50_ms;
+    let direct99 = rows[0].1.p99_ms;
+    println!(
+        "\ngateway (proxy pinned to 1 CPU; wrk and upstream on the other; latency with 1 connection, throughput with 64)"
+    );
+    println!(
+        "  {:<20} {:>10} {:>14} {:>14} {:>12} {:>12}",
+        "", "req/s", "added p50 us", "added p99 us", "p50 ms", "p99 ms"
+    );
+    for (name, latency, throughput) in &rows {
+        println!(
+            "  {:<20} {:>10.0} {:>14.0} {:>14.0} {:>12.3} {:>12.3}",
+            name,
+            throughput.rps,
+            (latency.p50_ms - direct) * 1000.0,
+            (latency.p99_ms - direct99) * 1000.0,
+            latency.p50_ms,
+            latency.p99_ms
+        );
+    }
+    let by = |n: &str| rows.iter().find(|r| r.0 == n).map_or(f64::NAN, |r| r.2.rps);
+    println!(
+        "  public-gateway / nginx: {:.2}x   public-gateway / haproxy: {:.2}x   (target >= 1.0x nginx, added p50 <= 150 us)",
+        by("public-gateway") / by("nginx"),
+        by("public-gateway") / by("haproxy")
+    );
+    if let Some(kib) = peak {
+        println!(
+            "  public-gateway peak RSS after streaming 200 MiB: {:.1} MiB",
+            kib as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
