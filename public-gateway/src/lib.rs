@@ -196,14 +196,15 @@ pub fn app(gateway: Gateway) -> Router {
         .layer(from_fn_with_state(gateway.trusted, resolve_client_ip))
         .layer(from_fn_with_state(gateway.cors, cors))
         .layer(from_fn_with_state(gateway.metrics, track_http))
-        .layer(from_fn_with_state(
-            SecurityHeaders::public(),
-            security_headers,
-        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::internal(std::io::Error::other("handler panicked")).into_response()
             },
+        ))
+        // Outside the panic guard too, so even a 500 from a panic carries them.
+        .layer(from_fn_with_state(
+            SecurityHeaders::public(),
+            security_headers,
         ))
         .layer(from_fn_with_state(SERVICE_NAME, request_context))
 }

@@ -110,6 +110,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a client error was a (connect) timeout rather than a refusal.
+fn caused_by_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || e.to_string().contains("timed out")
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 impl Proxy {
     /// A proxy with a pooled client.
     pub fn new(config: ProxyConfig) -> Self {
@@ -152,6 +167,22 @@ impl Proxy {
         let headers = &mut parts.headers;
         let original_host = headers.remove(header::HOST);
         strip_hop_by_hop(headers);
+        // Nothing the client says about forwarding or about Dapr is passed on: a client
+        // `dapr-app-id` would let the sidecar pick another app than the route table did.
+        let client_controlled: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                let name = name.as_str();
+                name.starts_with("dapr-")
+                    || name.starts_with("x-forwarded-")
+                    || name == "forwarded"
+                    || name == "x-real-ip"
+            })
+            .cloned()
+            .collect();
+        for name in client_controlled {
+            headers.remove(name);
+        }
         headers.insert(
             "x-forwarded-for",
             HeaderValue::from_str(&client_ip.to_string()).expect("an IP is a valid header"),
@@ -176,15 +207,13 @@ impl Proxy {
             }
         }
         debug_assert!(headers.get(TRACEPARENT).is_some() || ctx.is_none());
-        match &self.config.app_api_token {
-            Some(token) => {
-                if let Ok(value) = HeaderValue::from_str(token.expose()) {
-                    headers.insert(DAPR_API_TOKEN, value);
-                }
-            }
-            None => {
-                headers.remove(DAPR_API_TOKEN);
-            }
+        if let Some(value) = self
+            .config
+            .app_api_token
+            .as_ref()
+            .and_then(|token| HeaderValue::from_str(token.expose()).ok())
+        {
+            headers.insert(DAPR_API_TOKEN, value);
         }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
@@ -202,7 +231,16 @@ impl Proxy {
             .into_response(),
             Ok(Err(err)) => {
                 tracing::warn!(upstream = app_id, error = %err, "upstream request failed");
-                ApiError::new(ErrorCode::BadGateway, "the upstream is unavailable").into_response()
+                if caused_by_timeout(&err) {
+                    ApiError::new(
+                        ErrorCode::GatewayTimeout,
+                        "the upstream did not answer in time",
+                    )
+                    .into_response()
+                } else {
+                    ApiError::new(ErrorCode::BadGateway, "the upstream is unavailable")
+                        .into_response()
+                }
             }
             Ok(Ok(response)) => {
                 let (mut parts, incoming) = response.into_parts();

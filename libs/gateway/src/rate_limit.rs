@@ -214,6 +214,10 @@ impl SharedGcra {
 
     async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
         let mut slot = self.manager.lock().await;
+        // Requests that queued behind a failed connect attempt must not each retry it.
+        if slot.is_none() && self.backing_off() {
+            return None;
+        }
         if slot.is_none() {
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -223,6 +227,9 @@ impl SharedGcra {
             *slot = redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
                 .await
                 .ok();
+            if slot.is_none() {
+                self.mark(false);
+            }
         }
         slot.clone()
     }
