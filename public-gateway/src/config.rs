@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 use ic_config::{ConfigError, Env, Environment};
 use ic_gateway::{client_ip::TrustedProxies, proxy::Upstreams};
 use ic_http::Secret;
-use ic_telemetry::{LogFormat, TelemetryConfig};
+use ic_telemetry::TelemetryConfig;
 
 /// public-gateway configuration.
 #[derive(Debug, Clone)]
@@ -32,12 +32,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `UPSTREAM_TIMEOUT_SECONDS` (default 30): until the upstream's response headers.
     pub response_timeout: Duration,
-    /// `LOG_FORMAT`.
-    pub log_format: LogFormat,
-    /// `RUST_LOG`.
-    pub rust_log: Option<String>,
-    /// OTLP traces endpoint.
-    pub otlp_endpoint: Option<String>,
+    /// Logs, metrics and traces (`LOG_FORMAT`, `RUST_LOG`, `OTEL_*`).
+    pub telemetry: TelemetryConfig,
 }
 
 fn http_url(vars: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
@@ -155,25 +151,13 @@ impl Config {
                 "seconds",
                 30,
             )?),
-            log_format: vars.parse_or("LOG_FORMAT", "json or pretty", LogFormat::Json)?,
-            rust_log: vars.raw("RUST_LOG").map(str::to_owned),
-            otlp_endpoint: ic_telemetry::otlp_traces_endpoint(
-                vars.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
-                vars.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-            ),
+            telemetry: vars.telemetry(crate::SERVICE_NAME, crate::VERSION, environment)?,
         })
     }
 
     /// The telemetry settings.
     pub fn telemetry(&self) -> TelemetryConfig {
-        TelemetryConfig {
-            service_name: crate::SERVICE_NAME,
-            version: crate::VERSION,
-            environment: self.environment.to_string(),
-            log_format: self.log_format,
-            filter: self.rust_log.clone(),
-            otlp_endpoint: self.otlp_endpoint.clone(),
-        }
+        self.telemetry.clone()
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use ic_audit::loki::LokiConfig;
 use ic_config::{ConfigError, Env, Environment};
 use ic_http::Secret;
-use ic_telemetry::{LogFormat, TelemetryConfig};
+use ic_telemetry::TelemetryConfig;
 
 /// services-api configuration.
 #[derive(Debug, Clone)]
@@ -27,13 +27,8 @@ pub struct Config {
     /// `LOKI_URL` (+ `LOKI_USERNAME`, `LOKI_API_KEY`, `LOKI_TENANT_ID`): when set, audit
     /// records are shipped to Loki and audit history is read from it.
     pub loki: Option<LokiConfig>,
-    /// `LOG_FORMAT`.
-    pub log_format: LogFormat,
-    /// `RUST_LOG`.
-    pub rust_log: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_EXPORTER_OTLP_ENDPOINT` +
-    /// `/v1/traces`: spans are exported over OTLP/HTTP when set.
-    pub otlp_endpoint: Option<String>,
+    /// Logs, metrics and traces (`LOG_FORMAT`, `RUST_LOG`, `OTEL_*`).
+    pub telemetry: TelemetryConfig,
 }
 
 const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:55432/international_center";
@@ -122,25 +117,13 @@ impl Config {
             database_max_connections,
             nats_url,
             app_api_token,
-            log_format: vars.parse_or("LOG_FORMAT", "json or pretty", LogFormat::Json)?,
-            rust_log: vars.raw("RUST_LOG").map(str::to_owned),
-            otlp_endpoint: ic_telemetry::otlp_traces_endpoint(
-                vars.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
-                vars.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-            ),
+            telemetry: vars.telemetry(crate::SERVICE_NAME, crate::VERSION, environment)?,
         })
     }
 
     /// The telemetry settings.
     pub fn telemetry(&self) -> TelemetryConfig {
-        TelemetryConfig {
-            service_name: crate::SERVICE_NAME,
-            version: crate::VERSION,
-            environment: self.environment.to_string(),
-            log_format: self.log_format,
-            filter: self.rust_log.clone(),
-            otlp_endpoint: self.otlp_endpoint.clone(),
-        }
+        self.telemetry.clone()
     }
 }
 

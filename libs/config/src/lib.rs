@@ -167,6 +167,31 @@ impl Env {
         }
     }
 
+    /// The telemetry settings every service reads the same way: `LOG_FORMAT`, `RUST_LOG`,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    pub fn telemetry(
+        &self,
+        service_name: &'static str,
+        version: &'static str,
+        environment: Environment,
+    ) -> Result<ic_telemetry::TelemetryConfig, ConfigError> {
+        Ok(ic_telemetry::TelemetryConfig {
+            service_name,
+            version,
+            environment: environment.to_string(),
+            log_format: self.parse_or(
+                "LOG_FORMAT",
+                "json or pretty",
+                ic_telemetry::LogFormat::Json,
+            )?,
+            filter: self.raw("RUST_LOG").map(str::to_owned),
+            otlp_endpoint: ic_telemetry::otlp_traces_endpoint(
+                self.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                self.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            ),
+        })
+    }
+
     /// The port of `<NAME>_PORT`, or `default`.
     pub fn port(&self, name: &str, default: u16) -> Result<u16, ConfigError> {
         self.parse_or(name, "a TCP port number (0-65535)", default)
