@@ -10,7 +10,7 @@ use ic_gateway::{
     client_ip::{TrustedProxies, resolve_client_ip},
     cors::{CorsPolicy, cors},
     gate::{RouteCheck, proxy_to_upstream, route_check},
-    identity::{Anonymous, Identify, identify},
+    identity::{Anonymous, Identify, identify, strip_identity_headers},
     proxy::{Proxy, ProxyConfig, Upstreams},
     rate_limit::{Gcra, IpRateLimit, Limiter, SharedGcra, limit_by_ip},
     routes::{Alias, RouteTable, public_content_routes, public_services_routes},
@@ -207,6 +207,9 @@ pub fn app(gateway: Gateway) -> Router {
             security_headers,
         ))
         .layer(from_fn_with_state(SERVICE_NAME, request_context))
+        // Before the request context reads them: client identity headers are never
+        // believed, not even in the gateway's own logs.
+        .layer(axum::middleware::from_fn(strip_identity_headers))
 }
 
 /// Startup failures.

@@ -49,6 +49,13 @@ impl Recorder {
                 if uri.contains("/slow") {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }
+                if uri.contains("/acao") {
+                    return (
+                        [("access-control-allow-origin", "*")],
+                        "upstream says anyone",
+                    )
+                        .into_response();
+                }
                 if uri.contains("/boom") {
                     return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded")
                         .into_response();
@@ -364,6 +371,15 @@ async fn cors_answers_allowed_origins_only_and_always_varies_on_origin() {
     assert!(res.headers.get_all("vary").iter().any(|v| v == "Origin"));
     let res = call(&router, with_origin("https://evil.example.net")).await;
     assert!(res.headers.get("access-control-allow-origin").is_none());
+    let upstream_wildcard = http::Request::get("/api/v1/services/acao")
+        .header("origin", "https://evil.example.net")
+        .body(Body::empty())
+        .unwrap();
+    let res = call(&router, upstream_wildcard).await;
+    assert!(
+        res.headers.get("access-control-allow-origin").is_none(),
+        "an upstream cannot widen CORS"
+    );
     assert!(res.headers.get_all("vary").iter().any(|v| v == "Origin"));
 
     let preflight = |origin: &str, method: &str| {

@@ -129,6 +129,16 @@ pub async fn cors(State(policy): State<Arc<CorsPolicy>>, request: Request, next:
     }
     let mut response = next.run(request).await;
     add_vary_origin(&mut response);
+    // The gateway alone decides CORS: whatever an upstream says is dropped first.
+    for name in [
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+    ] {
+        response.headers_mut().remove(name);
+    }
     if let Some(origin) = origin {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

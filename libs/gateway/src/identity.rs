@@ -59,6 +59,15 @@ impl std::fmt::Debug for Identify {
     }
 }
 
+/// Middleware, outermost in a gateway: drops client-sent identity headers before anything
+/// (the request context, its log line) can read them.
+pub async fn strip_identity_headers(mut request: Request, next: Next) -> Response {
+    for name in [X_USER_ID, X_USER_ROLES, X_USER_EMAIL] {
+        request.headers_mut().remove(name);
+    }
+    next.run(request).await
+}
+
 /// Middleware: strips client-sent identity headers, identifies, forwards the identity.
 pub async fn identify(
     State(provider): State<Identify>,
@@ -87,4 +96,44 @@ pub async fn identify(
         headers.insert(X_USER_EMAIL, v);
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{Router, body::Body, middleware::from_fn, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn client_identity_headers_never_reach_what_runs_inside() {
+        let app = Router::new()
+            .route(
+                "/",
+                get(|headers: HeaderMap| async move {
+                    format!(
+                        "{}",
+                        headers.contains_key(X_USER_ID)
+                            || headers.contains_key(X_USER_ROLES)
+                            || headers.contains_key(X_USER_EMAIL)
+                    )
+                }),
+            )
+            .layer(from_fn(strip_identity_headers));
+        let response = app
+            .oneshot(
+                http::Request::get("/")
+                    .header(X_USER_ID, "admin")
+                    .header(X_USER_ROLES, "admin")
+                    .header(X_USER_EMAIL, "a@b.c")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 64)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"false");
+    }
 }
