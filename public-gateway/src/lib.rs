@@ -5,7 +5,7 @@ pub mod config;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, middleware::from_fn_with_state, response::IntoResponse, routing::get};
+use axum::{Router, middleware::from_fn_with_state, routing::get};
 use ic_gateway::{
     client_ip::{TrustedProxies, resolve_client_ip},
     cors::{CorsPolicy, cors},
@@ -17,7 +17,7 @@ use ic_gateway::{
     security::{SecurityHeaders, security_headers},
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
-use ic_http::{ApiError, context::request_context};
+use ic_http::context::request_context;
 use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -196,11 +196,7 @@ pub fn app(gateway: Gateway) -> Router {
         .layer(from_fn_with_state(gateway.trusted, resolve_client_ip))
         .layer(from_fn_with_state(gateway.cors, cors))
         .layer(from_fn_with_state(gateway.metrics, track_http))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                ApiError::internal(std::io::Error::other("handler panicked")).into_response()
-            },
-        ))
+        .layer(ic_http::panic_guard())
         // Outside the panic guard too, so even a 500 from a panic carries them.
         .layer(from_fn_with_state(
             SecurityHeaders::public(),

@@ -13,7 +13,6 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     middleware::{from_fn, from_fn_with_state},
-    response::IntoResponse,
     routing::get,
 };
 use ic_audit::{
@@ -23,7 +22,7 @@ use ic_audit::{
 use ic_events::{Outbox, Relay, RelayConfig};
 use ic_health::{Check, Criticality, Health, HealthInfo};
 use ic_http::{
-    ApiError, RequestContext,
+    RequestContext,
     app_token::{AppToken, require_app_token},
     context::request_context,
     etag::public_cache,
@@ -33,7 +32,6 @@ use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
 use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 
@@ -171,11 +169,7 @@ pub fn app(state: AppState, health: Health, metrics: HttpMetrics, app_token: App
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn_with_state(metrics, track_http))
         .layer(from_fn_with_state(app_token, require_app_token))
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                ApiError::internal(std::io::Error::other("handler panicked")).into_response()
-            },
-        ))
+        .layer(ic_http::panic_guard())
         .layer(from_fn_with_state(SERVICE_NAME, request_context))
 }
 

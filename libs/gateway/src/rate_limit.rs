@@ -212,10 +212,11 @@ impl SharedGcra {
         *down = (!healthy).then(|| Instant::now() + REDIS_BACKOFF);
     }
 
-    async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
+    /// The shared connection; while backing off, only a probe (`force`) tries to make one,
+    /// so requests queued behind a failed attempt do not each retry it.
+    async fn connection(&self, force: bool) -> Option<redis::aio::ConnectionManager> {
         let mut slot = self.manager.lock().await;
-        // Requests that queued behind a failed connect attempt must not each retry it.
-        if slot.is_none() && self.backing_off() {
+        if slot.is_none() && self.backing_off() && !force {
             return None;
         }
         if slot.is_none() {
@@ -235,7 +236,7 @@ impl SharedGcra {
     }
 
     async fn call_redis(&self, key: &str) -> Option<(i64, i64, i64)> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection(false).await?;
         let mut invocation = self.script.key(format!("{}{key}", self.prefix));
         invocation.arg(self.interval_us).arg(self.tolerance_us);
         tokio::time::timeout(
@@ -279,7 +280,7 @@ impl SharedGcra {
 
     /// Readiness probe: a PING within the budget (also ends the back-off on success).
     pub async fn ping(&self) -> Result<(), String> {
-        let Some(mut connection) = self.connection().await else {
+        let Some(mut connection) = self.connection(true).await else {
             self.mark(false);
             return Err("unreachable".into());
         };

@@ -222,6 +222,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The response of a handler that panicked: an opaque 500 envelope.
+fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::internal(std::io::Error::other("handler panicked")).into_response()
+}
+
+/// A layer turning a handler panic into a 500 envelope instead of a dropped connection.
+pub fn panic_guard()
+-> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
+    tower_http::catch_panic::CatchPanicLayer::custom(
+        panic_response as fn(Box<dyn std::any::Any + Send>) -> Response,
+    )
+}
+
 /// Router fallback: 404 in the envelope for paths no route matches.
 pub async fn fallback_not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")

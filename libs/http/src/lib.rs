@@ -21,5 +21,7 @@ mod secret;
 pub mod serve;
 
 pub use context::{Identity, RequestContext};
-pub use error::{ApiError, ErrorCode, fallback_method_not_allowed, fallback_not_found};
+pub use error::{
+    ApiError, ErrorCode, fallback_method_not_allowed, fallback_not_found, panic_guard,
+};
 pub use secret::Secret;
