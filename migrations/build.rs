@@ -4,7 +4,10 @@
 use std::{env, fmt::Write as _, fs, path::Path};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read at run time: a build script compiled for one checkout can be reused by cargo
+    // for a clone elsewhere sharing the target directory (CI does exactly that).
+    let root = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&root);
     let mut out = String::from(
         "/// Every migration, ordered by schema then version.\npub static MIGRATIONS: &[Migration] = &[\n",
     );

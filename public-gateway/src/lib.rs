@@ -3,25 +3,34 @@
 
 pub mod config;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use axum::{Router, middleware::from_fn_with_state, routing::get};
+use axum::{Router, extract::Request, response::Response, routing::get};
 use ic_gateway::{
-    client_ip::{TrustedProxies, resolve_client_ip},
+    client_ip::{TrustedProxies, peer_ip, rate_key},
     cors::{CorsPolicy, cors},
-    gate::{RouteCheck, proxy_to_upstream, route_check},
-    identity::{Anonymous, Identify, identify, strip_identity_headers},
+    gate::{RouteCheck, route_check},
+    identity::{Anonymous, IdentityProvider, identify, strip_identity_headers},
     proxy::{Proxy, ProxyConfig, Upstreams},
-    rate_limit::{Gcra, IpRateLimit, Limiter, SharedGcra, limit_by_ip},
+    rate_limit::{Gcra, Limiter, SharedGcra, rate_limit},
     routes::{Alias, RouteTable, public_content_routes, public_services_routes},
-    security::{SecurityHeaders, security_headers},
+    security::SecurityHeaders,
+    serve::Pipeline,
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
-use ic_http::context::request_context;
-use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
+use ic_http::{app_token::OPEN_PATHS, context::in_request_context, guard_panics};
+use ic_telemetry::{HttpMetrics, metrics_handler, track};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::config::Config;
 
@@ -44,9 +53,9 @@ pub struct Gateway {
     /// Trusted proxies for the client IP.
     pub trusted: Arc<TrustedProxies>,
     /// Per-IP limiter.
-    pub limiter: IpRateLimit,
+    pub limiter: Arc<Limiter>,
     /// Identity provider.
-    pub identity: Identify,
+    pub identity: Arc<dyn IdentityProvider>,
     /// Health routes.
     pub health: Health,
     /// Metrics.
@@ -94,8 +103,8 @@ impl Gateway {
             proxy,
             cors: Arc::new(CorsPolicy::public(&config.origins)),
             trusted: Arc::new(config.trusted_proxies.clone()),
-            limiter: IpRateLimit(limiter),
-            identity: Identify(Arc::new(Anonymous)),
+            limiter,
+            identity: Arc::new(Anonymous),
             metrics: HttpMetrics::default(),
         }
     }
@@ -175,37 +184,118 @@ fn health(environment: &str, upstreams: &Upstreams, limiter: Arc<Limiter>) -> He
     )
 }
 
-/// The pipeline of `shared/spec/gateways.md`, outermost first: request id / correlation
-/// id / trace → security headers (outside everything else so every response, a 429
-/// included, carries them) → telemetry → CORS (preflights answered here) → client IP →
-/// rate limit → route alias + route check → identity → proxy.
-pub fn app(gateway: Gateway) -> Router {
-    let proxied = Router::new()
-        .fallback(proxy_to_upstream)
-        .with_state(gateway.proxy)
-        .layer(from_fn_with_state(gateway.identity, identify))
-        .layer(from_fn_with_state(gateway.route_check, route_check));
-    Router::new()
-        .merge(gateway.health.router())
+/// The pipeline of `shared/spec/gateways.md` as one service: each stage below calls the
+/// next, outermost first.
+#[derive(Debug, Clone)]
+pub struct PublicGateway(Arc<Stages>);
+
+#[derive(Debug)]
+struct Stages {
+    gateway: Gateway,
+    security: SecurityHeaders,
+    /// Health, readiness and metrics: answered here, never proxied.
+    local: Router,
+}
+
+/// The gateway's pipeline, ready to serve.
+pub fn app(gateway: Gateway) -> PublicGateway {
+    let local = Router::new()
+        .merge(gateway.health.clone().router())
         .route(
             "/metrics",
             get(metrics_handler).with_state(gateway.metrics.clone()),
         )
-        .fallback_service(proxied)
-        .layer(from_fn_with_state(gateway.limiter, limit_by_ip))
-        .layer(from_fn_with_state(gateway.trusted, resolve_client_ip))
-        .layer(from_fn_with_state(gateway.cors, cors))
-        .layer(from_fn_with_state(gateway.metrics, track_http))
-        .layer(ic_http::panic_guard())
-        // Outside the panic guard too, so even a 500 from a panic carries them.
-        .layer(from_fn_with_state(
-            SecurityHeaders::public(),
-            security_headers,
-        ))
-        .layer(from_fn_with_state(SERVICE_NAME, request_context))
-        // Before the request context reads them: client identity headers are never
-        // believed, not even in the gateway's own logs.
-        .layer(axum::middleware::from_fn(strip_identity_headers))
+        .fallback(ic_http::fallback_not_found);
+    PublicGateway(Arc::new(Stages {
+        gateway,
+        security: SecurityHeaders::public(),
+        local,
+    }))
+}
+
+impl Stages {
+    /// Client identity headers are dropped before the request context reads them (they
+    /// are never believed, not even in the gateway's own logs) → request id /
+    /// correlation id / trace → … → security headers on every response, a panic's 500
+    /// included.
+    async fn handle(&self, mut request: Request, peer: IpAddr) -> Response {
+        strip_identity_headers(request.headers_mut());
+        let mut response = in_request_context(SERVICE_NAME, request, |request| {
+            guard_panics(self.telemetry(request, peer))
+        })
+        .await;
+        self.security.apply(&mut response);
+        response
+    }
+
+    /// Telemetry (metrics; the span and log line come from the request context) → CORS
+    /// (preflights answered here).
+    async fn telemetry(&self, request: Request, peer: IpAddr) -> Response {
+        let gateway = &self.gateway;
+        track(&gateway.metrics, request, |request| {
+            cors(&gateway.cors, request, |request| {
+                self.rate_limit(request, peer)
+            })
+        })
+        .await
+    }
+
+    /// Client IP (trusted proxies) → rate limit per client IP.
+    async fn rate_limit(&self, request: Request, peer: IpAddr) -> Response {
+        let gateway = &self.gateway;
+        let client = gateway.trusted.client_of(peer, &request);
+        let key = rate_key(client);
+        rate_limit(&gateway.limiter, &key, request, |request| {
+            self.route(request, client)
+        })
+        .await
+    }
+
+    /// Health and metrics answered locally; everything else: route alias + route check
+    /// → identity → proxy.
+    async fn route(&self, request: Request, client: IpAddr) -> Response {
+        if OPEN_PATHS.contains(&request.uri().path()) {
+            return match self.local.clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+        }
+        let gateway = &self.gateway;
+        route_check(&gateway.route_check, request, |request, matched| {
+            identify(gateway.identity.as_ref(), request, |request| {
+                // Boxed once: the client's future is large, and every stage around it
+                // would otherwise copy it as the request's future is built.
+                Box::pin(gateway.proxy.forward_matched(request, matched, client))
+            })
+        })
+        .await
+    }
+}
+
+impl Pipeline for PublicGateway {
+    fn handle(&self, request: Request, peer: IpAddr) -> impl Future<Output = Response> + Send {
+        self.0.handle(request, peer)
+    }
+}
+
+/// As a tower service (tests): the peer comes from axum's `ConnectInfo` /
+/// `MockConnectInfo`, loopback when absent.
+impl tower::Service<Request> for PublicGateway {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let stages = self.0.clone();
+        Box::pin(async move {
+            let peer = peer_ip(&request);
+            Ok(stages.handle(request, peer).await)
+        })
+    }
 }
 
 /// Startup failures.
@@ -225,21 +315,21 @@ pub enum StartupError {
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
-    router: Router,
+    gateway: PublicGateway,
     token: CancellationToken,
 }
 
 impl App {
     /// Binds the port.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let router = app(Gateway::new(&config));
+        let gateway = app(Gateway::new(&config));
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Self {
             listener,
-            router,
+            gateway,
             token: CancellationToken::new(),
         })
     }
@@ -261,6 +351,6 @@ impl App {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(port = self.port(), "public-gateway listening");
         tokio::spawn(ic_http::serve::shutdown_signal(self.token.clone()));
-        ic_http::serve::serve(self.listener, self.router, self.token).await
+        ic_gateway::serve::serve(self.listener, Arc::new(self.gateway), self.token).await
     }
 }

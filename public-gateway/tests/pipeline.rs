@@ -83,9 +83,10 @@ fn gateway(vars: &[(&str, String)]) -> Router {
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    app(Gateway::new(
+    // A router around the pipeline only so tests can add `MockConnectInfo` (the peer).
+    Router::new().fallback_service(app(Gateway::new(
         &Config::from_env(env).expect("valid test config"),
-    ))
+    )))
 }
 
 fn to_upstream(recorder: &Recorder) -> Vec<(&'static str, String)> {
@@ -775,4 +776,67 @@ async fn without_redis_the_gateway_limits_locally_reports_degraded_and_recovers(
     assert_eq!(call(&a, get("/api/v1/services")).await.status, 200);
     assert_eq!(call(&b, get("/api/v1/services")).await.status, 200);
     assert_eq!(call(&a, get("/api/v1/services")).await.status, 429);
+}
+
+#[tokio::test]
+async fn served_over_tcp_the_peer_is_the_client_and_shutdown_lets_in_flight_requests_finish() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let upstream = Recorder::start().await;
+    let port = ic_testkit::free_port();
+    let mut vars = to_upstream(&upstream);
+    vars.push(("PUBLIC_GATEWAY_PORT", port.to_string()));
+    let env: Env = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let app = public_gateway::App::build(Config::from_env(env).unwrap())
+        .await
+        .unwrap();
+    let token = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let response = client
+        .get(format!("{base}/api/v1/services"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-content-type-options"));
+    let seen = upstream.seen();
+    assert_eq!(
+        seen[0].headers["x-forwarded-for"], "127.0.0.1",
+        "the socket peer is the client; its own X-Forwarded-For is not believed"
+    );
+
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{base}/api/v1/services/slow");
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    ic_testkit::eventually(
+        Duration::from_secs(10),
+        "the slow request reached the upstream",
+        || async {
+            upstream
+                .seen()
+                .iter()
+                .any(|s| s.uri.contains("/slow"))
+                .then_some(())
+        },
+    )
+    .await;
+    token.cancel();
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "an in-flight request finishes after shutdown begins"
+    );
+    server.await.unwrap().unwrap();
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "nothing accepts after shutdown"
+    );
 }

@@ -2,7 +2,8 @@
 //! same trivial upstream (an nginx answering a fixed JSON body). Each proxy runs pinned
 //! to CPU 1; wrk and the upstream share CPU 0, so every proxy gets the same CPU budget.
 //! Latency is measured with one connection (what the proxy adds to a request), throughput
-//! with 64. Also the gateway's peak resident memory while it streams a 200 MiB response.
+//! with 64. A bare hyper proxy adding the same headers ("hyper floor") shows what any
+//! hyper-based gateway can reach here, so the pipeline's own cost is visible. Also the gateway's peak resident memory while it streams a 200 MiB response.
 
 use std::{
     path::{Path, PathBuf},
@@ -118,7 +119,16 @@ pub fn gateway() -> anyhow::Result<()> {
     deps::ensure_packages(&[("wrk", "wrk"), ("nginx", "nginx"), ("haproxy", "haproxy")])?;
     eprintln!("==> building public-gateway (release)");
     let mut build = cargo();
-    build.args(["build", "--release", "--package", "public-gateway"]);
+    build.args([
+        "build",
+        "--release",
+        "--package",
+        "public-gateway",
+        "--package",
+        "ic-gateway",
+        "--example",
+        "bare_proxy",
+    ]);
     run(build, "cargo build --release")?;
     let dir: PathBuf =
         std::env::temp_dir().join(format!("ic-bench-gateway-{}", std::process::id()));
@@ -164,6 +174,21 @@ pub fn gateway() -> anyhow::Result<()> {
         let _proxy = haproxy(&dir, haproxy_port, upstream)?;
         wait_port(haproxy_port)?;
         measure("haproxy", haproxy_port, &mut rows)?;
+    }
+    let floor_port = free_port();
+    {
+        let binary = crate::target_dir()
+            .join("release")
+            .join("examples")
+            .join("bare_proxy");
+        let child = pinned(PROXY_CPU, &binary)
+            .arg(floor_port.to_string())
+            .arg(format!("http://127.0.0.1:{upstream}"))
+            .spawn()
+            .context("starting bare_proxy")?;
+        let _floor = Process(child);
+        wait_port(floor_port)?;
+        measure("hyper floor", floor_port, &mut rows)?;
     }
     let gateway_port = free_port();
     let peak = {
@@ -219,6 +244,11 @@ pub fn gateway() -> anyhow::Result<()> {
         "  public-gateway / nginx: {:.2}x   public-gateway / haproxy: {:.2}x   (target >= 1.0x nginx, added p50 <= 150 us)",
         by("public-gateway") / by("nginx"),
         by("public-gateway") / by("haproxy")
+    );
+    println!(
+        "  hyper floor / nginx: {:.2}x   public-gateway / hyper floor: {:.2}x   (hyper floor: a bare hyper proxy adding the same headers, examples/bare_proxy.rs)",
+        by("hyper floor") / by("nginx"),
+        by("public-gateway") / by("hyper floor")
     );
     if let Some(kib) = peak {
         println!(

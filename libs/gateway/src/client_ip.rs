@@ -2,21 +2,10 @@
 //! the right-most `X-Forwarded-For` entry that is not itself trusted. A header sent by an
 //! untrusted peer changes nothing.
 
-use std::{
-    net::{IpAddr, Ipv6Addr, SocketAddr},
-    sync::Arc,
-};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use axum::{
-    extract::{ConnectInfo, Request, State, connect_info::MockConnectInfo},
-    middleware::Next,
-    response::Response,
-};
+use axum::extract::{ConnectInfo, Request, connect_info::MockConnectInfo};
 use ipnet::IpNet;
-
-/// The resolved client IP, stored in request extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
 
 /// `TRUSTED_PROXIES`: CIDRs whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default)]
@@ -88,28 +77,28 @@ pub fn rate_key(ip: IpAddr) -> String {
     }
 }
 
-/// Middleware storing [`ClientIp`] (needs `into_make_service_with_connect_info`; without
-/// connection info, loopback is assumed).
-pub async fn resolve_client_ip(
-    State(trusted): State<Arc<TrustedProxies>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The socket peer of a request served by [`crate::serve`] (or given by axum's
+/// `ConnectInfo` / `MockConnectInfo` in tests); loopback when unknown.
+pub fn peer_ip(request: &Request) -> IpAddr {
     let extensions = request.extensions();
-    let peer = extensions
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0))
-        .map_or(IpAddr::from([127, 0, 0, 1]), |addr| addr.ip());
-    let forwarded: Vec<&str> = request
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let ip = trusted.client_ip(peer, &forwarded);
-    request.extensions_mut().insert(ClientIp(ip));
-    next.run(request).await
+        .map_or(IpAddr::from([127, 0, 0, 1]), |addr| addr.ip())
+}
+
+impl TrustedProxies {
+    /// The client of `request` arriving from `peer`.
+    pub fn client_of(&self, peer: IpAddr, request: &Request) -> IpAddr {
+        let forwarded: Vec<&str> = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        self.client_ip(peer, &forwarded)
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,8 @@
 //! check; a disallowed origin gets no CORS headers at all (the browser then blocks it);
 //! every response varies on `Origin`.
 
-use std::sync::Arc;
-
 use axum::{
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, Method, StatusCode, header};
@@ -89,8 +86,13 @@ fn add_vary_origin(response: &mut Response) {
         .append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
-/// Middleware (`from_fn_with_state(Arc::new(policy), cors)`).
-pub async fn cors(State(policy): State<Arc<CorsPolicy>>, request: Request, next: Next) -> Response {
+/// The CORS stage: answers preflights itself, runs `next` for everything else and sets
+/// the CORS headers of the response.
+pub async fn cors<F, Fut>(policy: &CorsPolicy, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let origin = policy.allowed_origin(&request);
     let preflight = request.method() == Method::OPTIONS
         && request
@@ -127,7 +129,7 @@ pub async fn cors(State(policy): State<Arc<CorsPolicy>>, request: Request, next:
         }
         return response;
     }
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     add_vary_origin(&mut response);
     // The gateway alone decides CORS: whatever an upstream says is dropped first.
     for name in [

@@ -2,12 +2,11 @@
 //! check the allowlist (400 / 404 / 405 before any upstream call), limit the body, then
 //! forward to the route's upstream.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use axum::{
     body::Body,
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, header};
@@ -15,7 +14,6 @@ use ic_http::{ApiError, ErrorCode};
 use ic_telemetry::RouteLabel;
 
 use crate::{
-    client_ip::ClientIp,
     path::normalize,
     proxy::Proxy,
     routes::{Alias, RouteDecision, RouteTable},
@@ -43,12 +41,13 @@ pub struct RouteMatch {
     pub path: String,
 }
 
-/// Middleware: the route check.
-pub async fn route_check(
-    State(check): State<RouteCheck>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The route-check stage: normalises, aliases and checks the path (400 / 404 / 405
+/// before any upstream call), limits the body, then runs `next` with the match.
+pub async fn route_check<F, Fut>(check: &RouteCheck, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request, RouteMatch) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let path = match normalize(request.uri().path()) {
         Ok(path) => path,
         Err(err) => return ApiError::validation("path", err.message()).into_response(),
@@ -86,29 +85,30 @@ pub async fn route_check(
     }
     let (parts, body) = request.into_parts();
     let limited = Body::new(http_body_util::Limited::new(body, check.max_body_bytes));
-    let mut request = Request::from_parts(parts, limited);
-    request.extensions_mut().insert(RouteMatch {
+    let request = Request::from_parts(parts, limited);
+    let matched = RouteMatch {
         template,
         upstream,
         path: path.encoded(),
-    });
-    next.run(request).await
+    };
+    next(request, matched).await
 }
 
-/// The final handler: forwards to the matched upstream.
-pub async fn proxy_to_upstream(State(proxy): State<Proxy>, request: Request) -> Response {
-    let Some(matched) = request.extensions().get::<RouteMatch>().cloned() else {
-        return ApiError::new(ErrorCode::NotFound, "no such route").into_response();
-    };
-    let ip = request
-        .extensions()
-        .get::<ClientIp>()
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0);
-    let mut response = proxy
-        .forward(request, matched.upstream, &matched.path, ip)
-        .await;
-    response
-        .extensions_mut()
-        .insert(RouteLabel(matched.template));
-    response
+impl Proxy {
+    /// The final stage: forwards to the matched upstream, labelling the response with
+    /// the route template for metrics.
+    pub async fn forward_matched(
+        &self,
+        request: Request,
+        matched: RouteMatch,
+        client_ip: IpAddr,
+    ) -> Response {
+        let mut response = self
+            .forward(request, matched.upstream, &matched.path, client_ip)
+            .await;
+        response
+            .extensions_mut()
+            .insert(RouteLabel(matched.template));
+        response
+    }
 }

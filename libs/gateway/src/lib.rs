@@ -9,6 +9,11 @@
 //! - [`identity`]: the identity extension point (anonymous by default).
 //! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar.
 //! - [`gate`]: the route check and the proxy handler glued together.
+//! - [`serve`]: HTTP/1.1 serving of a [`serve::Pipeline`] with graceful shutdown.
+//!
+//! Each concern is a stage: a plain function taking the request and the `next` stage, so
+//! a gateway composes them as ordinary async calls (one future, no boxed layers; see
+//! `cargo xtask bench gateway`).
 
 pub mod client_ip;
 pub mod cors;
@@ -19,3 +24,4 @@ pub mod proxy;
 pub mod rate_limit;
 pub mod routes;
 pub mod security;
+pub mod serve;

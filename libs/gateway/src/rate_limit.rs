@@ -5,19 +5,16 @@
 use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use axum::{
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use ic_http::{ApiError, ErrorCode};
-
-use crate::client_ip::{ClientIp, rate_key};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +34,25 @@ pub struct Decision {
 impl Decision {
     /// Writes the standard and `X-` spellings (and `Retry-After` when refused).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let pairs = [
-            ("ratelimit-limit", u64::from(self.limit)),
-            ("ratelimit-remaining", u64::from(self.remaining)),
-            ("ratelimit-reset", self.reset_secs),
-            ("x-ratelimit-limit", u64::from(self.limit)),
-            ("x-ratelimit-remaining", u64::from(self.remaining)),
-            ("x-ratelimit-reset", self.reset_secs),
-        ];
-        for (name, value) in pairs {
-            headers.insert(name, HeaderValue::from(value));
-        }
+        // Names built at compile time: these are written on every response.
+        const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+        const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+        const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+        const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+        let limit = HeaderValue::from(self.limit);
+        let remaining = HeaderValue::from(self.remaining);
+        let reset = HeaderValue::from(self.reset_secs);
+        headers.insert(LIMIT, limit.clone());
+        headers.insert(REMAINING, remaining.clone());
+        headers.insert(RESET, reset.clone());
+        headers.insert(X_LIMIT, limit);
+        headers.insert(X_REMAINING, remaining);
+        headers.insert(X_RESET, reset);
         if !self.allowed {
             headers.insert(
-                "retry-after",
+                http::header::RETRY_AFTER,
                 HeaderValue::from(self.retry_after_secs.max(1)),
             );
         }
@@ -318,28 +320,20 @@ impl Limiter {
     }
 }
 
-/// Middleware state: the limiter, keyed by [`ClientIp`].
-#[derive(Debug, Clone)]
-pub struct IpRateLimit(pub Arc<Limiter>);
-
-/// Middleware (after `resolve_client_ip`).
-pub async fn limit_by_ip(
-    State(limit): State<IpRateLimit>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // Probes and scrapers are never limited: a busy client must not make a gateway look
-    // dead to its orchestrator.
+/// The rate-limit stage: checks `key`, answers 429 when refused, and writes the
+/// RateLimit headers on every response. Health and metrics paths are never limited: a
+/// busy client must not make a gateway look dead to its orchestrator.
+pub async fn rate_limit<F, Fut>(limiter: &Limiter, key: &str, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if ic_http::app_token::OPEN_PATHS.contains(&request.uri().path()) {
-        return next.run(request).await;
+        return next(request).await;
     }
-    let ip = request
-        .extensions()
-        .get::<ClientIp>()
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0);
-    let decision = limit.0.check(&rate_key(ip)).await;
+    let decision = limiter.check(key).await;
     let mut response = if decision.allowed {
-        next.run(request).await
+        next(request).await
     } else {
         ApiError::new(
             ErrorCode::RateLimited,

@@ -1,10 +1,6 @@
 //! Security headers on every response, errors included.
 
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::Response,
-};
+use axum::response::Response;
 use http::{HeaderName, HeaderValue, header};
 
 /// A set of security headers.
@@ -91,15 +87,4 @@ impl SecurityHeaders {
             HeaderValue::from_static("international-center"),
         );
     }
-}
-
-/// Middleware (`from_fn_with_state(SecurityHeaders::public(), security_headers)`).
-pub async fn security_headers(
-    State(profile): State<SecurityHeaders>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    profile.apply(&mut response);
-    response
 }

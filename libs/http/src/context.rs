@@ -9,7 +9,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use http::{HeaderMap, HeaderValue, request::Parts};
+use http::{HeaderMap, HeaderName, HeaderValue, request::Parts};
 use ic_telemetry::{TRACEPARENT, TraceContext};
 use tracing::{Instrument, field};
 use uuid::Uuid;
@@ -126,20 +126,30 @@ impl RequestContext {
 /// Install outermost: `axum::middleware::from_fn_with_state("services-api", request_context)`.
 pub async fn request_context(
     State(service_name): State<&'static str>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    in_request_context(service_name, request, |request| next.run(request)).await
+}
+
+/// [`request_context`] for pipelines composed without middleware layers (the
+/// gateways): runs `next` inside the request's context and span.
+pub async fn in_request_context<F, Fut>(
+    service_name: &'static str,
+    mut request: Request,
+    next: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let mut ctx = RequestContext::from_headers(service_name, request.headers());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let span = tracing::info_span!(
         "http.request",
         service = service_name,
         method = %request.method(),
-        route = %route,
+        route = field::Empty,
         correlation_id = %ctx.correlation_id,
         request_id = %ctx.request_id,
         trace_id = field::Empty,
@@ -148,21 +158,41 @@ pub async fn request_context(
         status = field::Empty,
         latency_ms = field::Empty,
     );
+    if !span.is_disabled() {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        span.record("route", route);
+    }
     // With OTLP export on, the exported span's ids become the request's trace ids.
     ctx.trace = ic_telemetry::link_span(&span, &ctx.trace);
     span.record("trace_id", field::display(ctx.trace.trace_id));
     span.record("span_id", field::display(ctx.trace.span_id));
-    let echo = [
-        (X_CORRELATION_ID, ctx.correlation_id.to_string()),
-        (X_REQUEST_ID, ctx.request_id.clone()),
-        (X_TRACE_ID, ctx.trace.trace_id.to_string()),
-        (TRACEPARENT, ctx.trace.traceparent()),
-    ];
+    let correlation_id = ctx.correlation_id;
+    let request_id = HeaderValue::from_str(&ctx.request_id).ok();
+    let trace = ctx.trace.clone();
     request.extensions_mut().insert(ctx.clone());
-    let mut response = ctx.scope(next.run(request)).instrument(span.clone()).await;
-    for (name, value) in echo {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
+    let mut response = ctx.scope(next(request)).instrument(span.clone()).await;
+    // Names built at compile time: these are written on every response.
+    const CORRELATION: HeaderName = HeaderName::from_static(X_CORRELATION_ID);
+    const REQUEST: HeaderName = HeaderName::from_static(X_REQUEST_ID);
+    const TRACE: HeaderName = HeaderName::from_static(X_TRACE_ID);
+    const PARENT: HeaderName = HeaderName::from_static(TRACEPARENT);
+    let headers = response.headers_mut();
+    let mut uuid = Uuid::encode_buffer();
+    if let Ok(value) = HeaderValue::from_str(correlation_id.hyphenated().encode_lower(&mut uuid)) {
+        headers.insert(CORRELATION, value);
+    }
+    if let Some(value) = request_id {
+        headers.insert(REQUEST, value);
+    }
+    for (name, value) in [
+        (TRACE, trace.trace_id.to_string()),
+        (PARENT, trace.traceparent()),
+    ] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
         }
     }
     let status = response.status().as_u16();

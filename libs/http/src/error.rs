@@ -235,6 +235,16 @@ pub fn panic_guard()
     )
 }
 
+/// [`panic_guard`] for pipelines composed without middleware layers: a panic while
+/// polling `fut` becomes a 500 envelope.
+pub async fn guard_panics<Fut: Future<Output = Response>>(fut: Fut) -> Response {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(panic_response)
+}
+
 /// Router fallback: 404 in the envelope for paths no route matches.
 pub async fn fallback_not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")

@@ -22,6 +22,6 @@ pub mod serve;
 
 pub use context::{Identity, RequestContext};
 pub use error::{
-    ApiError, ErrorCode, fallback_method_not_allowed, fallback_not_found, panic_guard,
+    ApiError, ErrorCode, fallback_method_not_allowed, fallback_not_found, guard_panics, panic_guard,
 };
 pub use secret::Secret;

@@ -1,4 +1,4 @@
-use std::{sync::Arc, time::Instant};
+use std::{borrow::Cow, sync::Arc, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -14,15 +14,15 @@ use prometheus_client::{
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: Cow<'static, str>,
+    route: Cow<'static, str>,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: Cow<'static, str>,
+    route: Cow<'static, str>,
 }
 
 /// Latency buckets in seconds, from 0.5 ms to 10 s.
@@ -81,21 +81,27 @@ impl HttpMetrics {
         }
     }
 
-    /// Records one finished request.
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Records one finished request. Static labels (standard methods, route templates
+    /// known at compile time) cost no allocation per request.
+    pub fn observe(
+        &self,
+        method: impl Into<Cow<'static, str>>,
+        route: impl Into<Cow<'static, str>>,
+        status: u16,
+        seconds: f64,
+    ) {
+        let route = RouteLabels {
+            method: method.into(),
+            route: route.into(),
+        };
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
+                method: route.method.clone(),
+                route: route.route.clone(),
                 status,
             })
             .inc();
-        self.durations
-            .get_or_create(&RouteLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-            })
-            .observe(seconds);
+        self.durations.get_or_create(&route).observe(seconds);
     }
 
     /// The registry in the text exposition format.
@@ -114,25 +120,53 @@ pub async fn track_http(
     request: Request,
     next: Next,
 ) -> Response {
+    track(&metrics, request, |request| next.run(request)).await
+}
+
+/// [`track_http`] for pipelines composed without middleware layers (the gateways).
+pub async fn track<F, Fut>(metrics: &HttpMetrics, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
+    let method = method_label(request.method());
+    let route: Cow<'static, str> = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
-        .to_owned();
-    let response = next.run(request).await;
+        .map_or(Cow::Borrowed(UNMATCHED_ROUTE), |m| {
+            Cow::Owned(m.as_str().to_owned())
+        });
+    let response = next(request).await;
     let route = response
         .extensions()
         .get::<RouteLabel>()
-        .map_or(route, |label| label.0.to_owned());
+        .map_or(route, |label| Cow::Borrowed(label.0));
     metrics.observe(
-        &method,
-        &route,
+        method,
+        route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// The method label: standard methods as static strings, any other one as `other`
+/// (an extension method must not add label values).
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`.

@@ -1,0 +1,99 @@
+//! The floor for a hyper-based gateway, measured by `cargo xtask bench gateway`: a bare
+//! hyper proxy (no pipeline, no checks) that adds the same request and response headers
+//! as public-gateway, so the difference to it is what the pipeline's work costs.
+//!
+//! Usage: `bare_proxy <port> <upstream base URL>`.
+#![allow(clippy::disallowed_methods)] // a benchmark tool reads its arguments
+
+use std::convert::Infallible;
+
+use hyper::{body::Incoming, header::HeaderValue, server::conn::http1, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+
+const REQUEST_HEADERS: [(&str, &str); 6] = [
+    (
+        "traceparent",
+        "00-2770424486b795d68ff7942ccac96bcf-6fe9139dfc690e6d-01",
+    ),
+    ("x-correlation-id", "8e4a2089-d386-4c51-a5a9-42f20b151121"),
+    ("x-request-id", "7c930d43-a63c-47b2-bdf6-6ff8a59c0c31"),
+    ("x-forwarded-for", "127.0.0.1"),
+    ("x-forwarded-proto", "http"),
+    ("x-forwarded-host", "127.0.0.1"),
+];
+
+const RESPONSE_HEADERS: [(&str, &str); 17] = [
+    ("ratelimit-limit", "1000000"),
+    ("ratelimit-remaining", "999999"),
+    ("ratelimit-reset", "1"),
+    ("x-ratelimit-limit", "1000000"),
+    ("x-ratelimit-remaining", "999999"),
+    ("x-ratelimit-reset", "1"),
+    ("vary", "Origin"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("content-security-policy", "default-src 'self'"),
+    ("strict-transport-security", "max-age=31536000"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    ("server", "international-center"),
+    ("x-correlation-id", "8e4a2089-d386-4c51-a5a9-42f20b151121"),
+    ("x-request-id", "7c930d43-a63c-47b2-bdf6-6ff8a59c0c31"),
+    ("x-trace-id", "2770424486b795d68ff7942ccac96bcf"),
+    (
+        "traceparent",
+        "00-2770424486b795d68ff7942ccac96bcf-6fe9139dfc690e6d-01",
+    ),
+];
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let port: u16 = args.next().and_then(|p| p.parse().ok()).expect("a port");
+    let upstream = args.next().expect("an upstream base URL");
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let client = client.clone();
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+                let client = client.clone();
+                let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                let uri = format!("{upstream}{path}");
+                async move {
+                    *request.uri_mut() = uri.parse().expect("a valid URI");
+                    for (name, value) in REQUEST_HEADERS {
+                        request
+                            .headers_mut()
+                            .insert(name, HeaderValue::from_static(value));
+                    }
+                    let response = client.request(request).await.map(|mut response| {
+                        for (name, value) in RESPONSE_HEADERS {
+                            response
+                                .headers_mut()
+                                .insert(name, HeaderValue::from_static(value));
+                        }
+                        response
+                    });
+                    Ok::<_, Infallible>(response.expect("the benchmark's upstream answers"))
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
