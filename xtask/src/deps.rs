@@ -5,11 +5,12 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// (binary, Debian package) pairs the test suite needs.
-pub const TEST_PACKAGES: [(&str, &str); 4] = [
+pub const TEST_PACKAGES: [(&str, &str); 5] = [
     ("initdb", "postgresql"),
     ("pg_dump", "postgresql-client"),
     ("nats-server", "nats-server"),
     ("redis-server", "redis-server"),
+    ("chromium", "chromium"),
 ];
 
 /// (binary, Debian package) pairs `up` needs.

@@ -5,6 +5,7 @@
 //! a private instance with [`NatsServer`] or [`PostgresServer`]; both find their binaries
 //! the way the harness does (`PATH`, `/usr/sbin`, `/usr/lib/postgresql/*/bin`).
 
+pub mod browser;
 pub mod fake_loki;
 
 use std::{
