@@ -13,8 +13,9 @@ use std::{
 };
 
 use axum::{Router, extract::Request, response::Response, routing::get};
+use http::header;
 use ic_gateway::{
-    client_ip::{TrustedProxies, peer_ip, rate_key},
+    client_ip::{Client, TrustedProxies, peer_ip, rate_key},
     cors::{CorsPolicy, cors},
     gate::{RouteCheck, route_check},
     identity::{Anonymous, IdentityProvider, identify, strip_identity_headers},
@@ -38,6 +39,10 @@ use crate::config::Config;
 pub const SERVICE_NAME: &str = "public-gateway";
 /// The version reported by health endpoints.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The OpenAPI 3.1 document of the public API, served at [`OPENAPI_PATH`].
+pub const OPENAPI: &str = include_str!("../openapi.json");
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
 /// Public routes take no bodies.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -205,6 +210,18 @@ pub fn app(gateway: Gateway) -> PublicGateway {
             "/metrics",
             get(metrics_handler).with_state(gateway.metrics.clone()),
         )
+        .route(
+            OPENAPI_PATH,
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::CACHE_CONTROL, "public, max-age=300"),
+                    ],
+                    OPENAPI,
+                )
+            }),
+        )
         .fallback(ic_http::fallback_not_found);
     PublicGateway(Arc::new(Stages {
         gateway,
@@ -244,17 +261,18 @@ impl Stages {
     async fn rate_limit(&self, request: Request, peer: IpAddr) -> Response {
         let gateway = &self.gateway;
         let client = gateway.trusted.client_of(peer, &request);
-        let key = rate_key(client);
+        let key = rate_key(client.ip);
         rate_limit(&gateway.limiter, &key, request, |request| {
             self.route(request, client)
         })
         .await
     }
 
-    /// Health and metrics answered locally; everything else: route alias + route check
-    /// → identity → proxy.
-    async fn route(&self, request: Request, client: IpAddr) -> Response {
-        if OPEN_PATHS.contains(&request.uri().path()) {
+    /// Health, metrics and the OpenAPI document answered locally; everything else: route
+    /// alias + route check → identity → proxy.
+    async fn route(&self, request: Request, client: Client) -> Response {
+        let path = request.uri().path();
+        if OPEN_PATHS.contains(&path) || path == OPENAPI_PATH {
             return match self.local.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},

@@ -292,6 +292,11 @@ async fn refused_is_502_slow_is_504_and_upstream_errors_pass_through() {
     let res = call(&router, get("/api/v1/services/slow")).await;
     assert_eq!(res.status, 504);
     assert_eq!(res.body["error"]["code"], "GATEWAY_TIMEOUT");
+    let res = call(&router, get("/api/v1/content/slow/preview")).await;
+    assert_eq!(
+        res.status, 200,
+        "previews have their own, longer timeout (generated on first request)"
+    );
     let res = call(&router, get("/api/v1/services/boom")).await;
     assert_eq!(res.status, 500);
     assert_eq!(
@@ -481,6 +486,32 @@ async fn the_rate_limit_is_exact_and_forwarded_for_counts_only_from_trusted_prox
     assert_eq!(
         seen.last().unwrap().headers["x-forwarded-for"],
         "192.0.2.11"
+    );
+    assert_eq!(seen.last().unwrap().headers["x-forwarded-proto"], "http");
+}
+
+#[tokio::test]
+async fn forwarded_proto_is_believed_from_trusted_proxies_only() {
+    let upstream = Recorder::start().await;
+    let mut vars = to_upstream(&upstream);
+    vars.push(("TRUSTED_PROXIES", "10.0.0.0/8".into()));
+    let router = gateway(&vars);
+    let https = || {
+        http::Request::get("/api/v1/services")
+            .header("x-forwarded-proto", "https")
+            .body(Body::empty())
+            .unwrap()
+    };
+    call(&from_peer(&router, "10.1.2.3:5000"), https()).await;
+    call(&from_peer(&router, "203.0.113.7:5000"), https()).await;
+    let seen = upstream.seen();
+    assert_eq!(
+        seen[0].headers["x-forwarded-proto"], "https",
+        "a TLS-terminating trusted proxy"
+    );
+    assert_eq!(
+        seen[1].headers["x-forwarded-proto"], "http",
+        "an untrusted client's claim changes nothing"
     );
 }
 
@@ -838,5 +869,52 @@ async fn served_over_tcp_the_peer_is_the_client_and_shutdown_lets_in_flight_requ
     assert!(
         reqwest::get(format!("{base}/healthz")).await.is_err(),
         "nothing accepts after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_the_gateway_lets_through() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    let res = call(&router, get("/openapi.json")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.headers["content-type"], "application/json");
+    assert!(res.headers.contains_key("ratelimit-limit"));
+    let doc = res.body;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
+    let mut documented: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    documented.sort_unstable();
+    let mut served: Vec<&str> = ic_gateway::routes::public_services_routes()
+        .iter()
+        .chain(&ic_gateway::routes::public_content_routes())
+        .map(ic_gateway::routes::Route::template)
+        .chain(ic_http::app_token::OPEN_PATHS)
+        .collect();
+    served.sort_unstable();
+    assert_eq!(documented, served);
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let methods: Vec<&String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "parameters" && *k != "summary" && *k != "description")
+            .collect();
+        assert_eq!(methods, ["get"], "{path} documents only GET");
+        let op = &item["get"];
+        assert!(op["operationId"].is_string(), "{path}");
+        assert!(op["responses"]["200"].is_object(), "{path}");
+    }
+    assert!(
+        upstream.seen().is_empty(),
+        "the document is the gateway's own"
     );
 }

@@ -88,16 +88,33 @@ pub fn peer_ip(request: &Request) -> IpAddr {
         .map_or(IpAddr::from([127, 0, 0, 1]), |addr| addr.ip())
 }
 
+/// The client behind a request, as the proxy forwards it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// Its IP address.
+    pub ip: IpAddr,
+    /// Whether it spoke HTTPS to the first proxy: `X-Forwarded-Proto: https` from a
+    /// trusted proxy (one terminating TLS in front of the gateway).
+    pub https: bool,
+}
+
 impl TrustedProxies {
     /// The client of `request` arriving from `peer`.
-    pub fn client_of(&self, peer: IpAddr, request: &Request) -> IpAddr {
-        let forwarded: Vec<&str> = request
-            .headers()
+    pub fn client_of(&self, peer: IpAddr, request: &Request) -> Client {
+        let headers = request.headers();
+        let forwarded: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        self.client_ip(peer, &forwarded)
+        let https = self.trusts(canonical(peer))
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+        Client {
+            ip: self.client_ip(peer, &forwarded),
+            https,
+        }
     }
 }
 

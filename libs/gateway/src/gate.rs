@@ -2,7 +2,7 @@
 //! check the allowlist (400 / 404 / 405 before any upstream call), limit the body, then
 //! forward to the route's upstream.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -14,8 +14,9 @@ use ic_http::{ApiError, ErrorCode};
 use ic_telemetry::RouteLabel;
 
 use crate::{
+    client_ip::Client,
     path::normalize,
-    proxy::Proxy,
+    proxy::{Forward, Proxy},
     routes::{Alias, RouteDecision, RouteTable},
 };
 
@@ -39,6 +40,8 @@ pub struct RouteMatch {
     pub upstream: &'static str,
     /// The normalised, aliased, re-encoded path to forward.
     pub path: String,
+    /// The route's own timeout, if it has one.
+    pub timeout: Option<Duration>,
 }
 
 /// The route-check stage: normalises, aliases and checks the path (400 / 404 / 405
@@ -53,8 +56,8 @@ where
         Err(err) => return ApiError::validation("path", err.message()).into_response(),
     };
     let path = Alias::apply(&check.aliases, path);
-    let (template, upstream) = match check.table.decide(request.method(), &path) {
-        RouteDecision::Allowed(template, upstream) => (template, upstream),
+    let (template, upstream, timeout) = match check.table.decide(request.method(), &path) {
+        RouteDecision::Allowed(template, upstream, timeout) => (template, upstream, timeout),
         RouteDecision::MethodNotAllowed => {
             let mut response = ApiError::new(
                 ErrorCode::MethodNotAllowed,
@@ -90,6 +93,7 @@ where
         template,
         upstream,
         path: path.encoded(),
+        timeout,
     };
     next(request, matched).await
 }
@@ -101,10 +105,18 @@ impl Proxy {
         &self,
         request: Request,
         matched: RouteMatch,
-        client_ip: IpAddr,
+        client: Client,
     ) -> Response {
         let mut response = self
-            .forward(request, matched.upstream, &matched.path, client_ip)
+            .forward(
+                request,
+                Forward {
+                    app_id: matched.upstream,
+                    path: &matched.path,
+                    client,
+                    timeout: matched.timeout,
+                },
+            )
             .await;
         response
             .extensions_mut()

@@ -4,7 +4,7 @@
 //! Upstream refused → 502, timeout → 504, upstream errors passed through.
 //! Contract: `shared/spec/gateways.md`, "Upstream invocation".
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use axum::{
     body::Body,
@@ -12,6 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use http_body_util::LengthLimitError;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -21,6 +22,8 @@ use ic_http::{
     headers::{DAPR_API_TOKEN, X_CORRELATION_ID, X_REQUEST_ID},
 };
 use ic_telemetry::TRACEPARENT;
+
+use crate::client_ip;
 
 /// How upstreams are addressed.
 #[derive(Debug, Clone)]
@@ -116,6 +119,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Where and how to forward one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Forward<'a> {
+    /// The upstream's app id.
+    pub app_id: &'a str,
+    /// The normalised, encoded path.
+    pub path: &'a str,
+    /// The client, for the `X-Forwarded-*` headers.
+    pub client: client_ip::Client,
+    /// The route's own timeout until response headers, instead of the default.
+    pub timeout: Option<Duration>,
+}
+
+/// Whether an error of type `E` is somewhere in `err`'s source chain.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 /// Whether a client error was a (connect) timeout rather than a refusal.
 fn caused_by_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
@@ -149,14 +177,14 @@ impl Proxy {
         &self.config.upstreams
     }
 
-    /// Forwards `request` to `app_id` at `path` (normalised, encoded), streaming both ways.
-    pub async fn forward(
-        &self,
-        request: Request,
-        app_id: &str,
-        path: &str,
-        client_ip: IpAddr,
-    ) -> Response {
+    /// Forwards `request` as `to` says, streaming both ways.
+    pub async fn forward(&self, request: Request, to: Forward<'_>) -> Response {
+        let Forward {
+            app_id,
+            path,
+            client,
+            timeout,
+        } = to;
         let (mut parts, body) = request.into_parts();
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),
@@ -191,9 +219,12 @@ impl Proxy {
         }
         headers.insert(
             X_FORWARDED_FOR,
-            HeaderValue::from_str(&client_ip.to_string()).expect("an IP is a valid header"),
+            HeaderValue::from_str(&client.ip.to_string()).expect("an IP is a valid header"),
         );
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if client.https { "https" } else { "http" }),
+        );
         if let Some(host) = original_host {
             headers.insert(X_FORWARDED_HOST, host);
         }
@@ -225,7 +256,7 @@ impl Proxy {
         parts.version = http::Version::HTTP_11;
         let upstream_request = http::Request::from_parts(parts, body);
         match tokio::time::timeout(
-            self.config.response_timeout,
+            timeout.unwrap_or(self.config.response_timeout),
             self.client.request(upstream_request),
         )
         .await
@@ -236,6 +267,11 @@ impl Proxy {
             )
             .into_response(),
             Ok(Err(err)) => {
+                if caused_by::<LengthLimitError>(&err) {
+                    // A chunked body that outgrew the limit while being streamed up.
+                    return ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+                        .into_response();
+                }
                 tracing::warn!(upstream = app_id, error = %err, "upstream request failed");
                 if caused_by_timeout(&err) {
                     ApiError::new(

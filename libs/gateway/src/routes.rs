@@ -1,6 +1,8 @@
 //! The route allowlist: only listed route templates reach an upstream; everything else
 //! is 404 before any upstream call, and methods outside the allowed set are 405.
 
+use std::time::Duration;
+
 use http::Method;
 
 use crate::path::NormalPath;
@@ -18,6 +20,7 @@ pub struct Route {
     template: &'static str,
     segments: Vec<Segment>,
     upstream: &'static str,
+    timeout: Option<Duration>,
 }
 
 impl Route {
@@ -38,7 +41,16 @@ impl Route {
             template,
             segments,
             upstream,
+            timeout: None,
         }
+    }
+
+    /// This route's own time limit until the upstream's response headers, instead of
+    /// the gateway's default (`UPSTREAM_TIMEOUT_SECONDS`).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// The template (the metrics `route` label).
@@ -71,8 +83,8 @@ pub struct RouteTable {
 /// The outcome of a route check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteDecision<'a> {
-    /// Allowed: the route's template and upstream app id.
-    Allowed(&'static str, &'static str),
+    /// Allowed: the route's template, upstream app id and own timeout, if any.
+    Allowed(&'static str, &'static str, Option<Duration>),
     /// Never constructed; ties the lifetime to the table.
     #[doc(hidden)]
     _Borrowed(&'a ()),
@@ -109,7 +121,7 @@ impl RouteTable {
         if !self.methods.contains(method) {
             return RouteDecision::MethodNotAllowed;
         }
-        RouteDecision::Allowed(route.template, route.upstream)
+        RouteDecision::Allowed(route.template, route.upstream, route.timeout)
     }
 
     /// The allowed methods, for `Allow` headers.
@@ -134,17 +146,23 @@ pub fn public_services_routes() -> Vec<Route> {
     .collect()
 }
 
+/// Time a preview may take: the first request for a size generates it.
+pub const PREVIEW_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The public routes of content-api (`shared/spec/content-api.md`).
 pub fn public_content_routes() -> Vec<Route> {
-    [
+    let mut routes: Vec<Route> = [
         "/api/v1/content",
         "/api/v1/content/{id}",
         "/api/v1/content/{id}/download",
-        "/api/v1/content/{id}/preview",
     ]
     .into_iter()
     .map(|t| Route::new(t, "content-api"))
-    .collect()
+    .collect();
+    routes.push(
+        Route::new("/api/v1/content/{id}/preview", "content-api").with_timeout(PREVIEW_TIMEOUT),
+    );
+    routes
 }
 
 /// A prefix rewrite (`/services…` → `/api/v1/services…`).
@@ -187,11 +205,11 @@ mod tests {
         let decide = |m: Method, p: &str| table.decide(&m, &normalize(p).unwrap());
         assert_eq!(
             decide(Method::GET, "/api/v1/services/abc"),
-            RouteDecision::Allowed("/api/v1/services/{id}", "services-api")
+            RouteDecision::Allowed("/api/v1/services/{id}", "services-api", None)
         );
         assert_eq!(
             decide(Method::GET, "/api/v1/services/categories"),
-            RouteDecision::Allowed("/api/v1/services/categories", "services-api")
+            RouteDecision::Allowed("/api/v1/services/categories", "services-api", None)
         );
         assert_eq!(
             decide(Method::GET, "/admin/api/v1/services"),

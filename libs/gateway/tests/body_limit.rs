@@ -1,0 +1,117 @@
+//! The route check's body limit with a real upstream that reads bodies (the admin
+//! gateway's write routes): a declared oversize body is refused before any upstream
+//! call, and a chunked body that outgrows the limit while streaming is 413, not 502.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, body::Body, extract::Request, response::IntoResponse};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use ic_gateway::{
+    client_ip::Client,
+    gate::{RouteCheck, route_check},
+    proxy::{Proxy, ProxyConfig, Upstreams},
+    routes::{Route, RouteTable},
+};
+
+const LIMIT: usize = 64 * 1024;
+
+/// An upstream that reads every body and counts the requests it answered.
+async fn upstream() -> (String, Arc<Mutex<Vec<usize>>>) {
+    let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let log = sizes.clone();
+    let router = Router::new().fallback(move |request: Request| {
+        let log = log.clone();
+        async move {
+            match axum::body::to_bytes(request.into_body(), usize::MAX).await {
+                Ok(body) => {
+                    log.lock().unwrap().push(body.len());
+                    StatusCode::OK.into_response()
+                }
+                Err(_) => (StatusCode::BAD_REQUEST, "the body broke off").into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (format!("http://{addr}"), sizes)
+}
+
+async fn send(base: &str, request: Request) -> (StatusCode, serde_json::Value) {
+    let check = RouteCheck {
+        table: Arc::new(RouteTable::new(
+            vec![Route::new("/admin/api/v1/services", "services-api")],
+            vec![Method::POST],
+        )),
+        aliases: Arc::new(Vec::new()),
+        max_body_bytes: LIMIT,
+    };
+    let proxy = Proxy::new(ProxyConfig {
+        upstreams: Upstreams::Direct([("services-api", base.to_owned())].into()),
+        app_api_token: None,
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(10),
+    });
+    let client = Client {
+        ip: IpAddr::from([127, 0, 0, 1]),
+        https: false,
+    };
+    let response = route_check(&check, request, |request, matched| {
+        proxy.forward_matched(request, matched, client)
+    })
+    .await;
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or_default())
+}
+
+fn chunked(kib: usize) -> Body {
+    Body::from_stream(futures::stream::iter(
+        (0..kib).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1024]))),
+    ))
+}
+
+fn post(body: Body) -> Request {
+    http::Request::post("/admin/api/v1/services")
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_chunked_body_within_the_limit_streams_through() {
+    let (base, sizes) = upstream().await;
+    let (status, _) = send(&base, post(chunked(60))).await;
+    assert_eq!(status, 200);
+    assert_eq!(*sizes.lock().unwrap(), [60 * 1024]);
+}
+
+#[tokio::test]
+async fn a_chunked_body_that_outgrows_the_limit_is_413() {
+    let (base, sizes) = upstream().await;
+    let (status, body) = send(&base, post(chunked(80))).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert!(
+        sizes.lock().unwrap().is_empty(),
+        "the upstream never accepted a truncated body"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_oversize_body_never_reaches_the_upstream() {
+    let (base, sizes) = upstream().await;
+    let request = http::Request::post("/admin/api/v1/services")
+        .header("content-length", (LIMIT + 1).to_string())
+        .body(Body::from(vec![b'x'; LIMIT + 1]))
+        .unwrap();
+    let (status, _) = send(&base, request).await;
+    assert_eq!(status, 413);
+    assert!(sizes.lock().unwrap().is_empty());
+}
