@@ -79,31 +79,7 @@ impl Config {
                 expected: "a number of connections (1-1000)".into(),
             });
         }
-        let loki = match vars.raw("LOKI_URL") {
-            None => None,
-            Some(url) => {
-                if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
-                    return Err(ConfigError::Invalid {
-                        name: "LOKI_URL".into(),
-                        expected: "an http(s) URL such as http://loki:3100".into(),
-                    });
-                }
-                let username = vars.raw("LOKI_USERNAME").map(str::to_owned);
-                let api_key = vars.secret("LOKI_API_KEY");
-                if username.is_some() != api_key.is_some() {
-                    return Err(ConfigError::Invalid {
-                        name: "LOKI_USERNAME/LOKI_API_KEY".into(),
-                        expected: "both set (Grafana Cloud basic auth) or both unset".into(),
-                    });
-                }
-                Some(LokiConfig {
-                    url: url.to_owned(),
-                    username,
-                    api_key,
-                    tenant_id: vars.raw("LOKI_TENANT_ID").map(str::to_owned),
-                })
-            }
-        };
+        let loki = LokiConfig::from_env(&vars)?;
         Ok(Self {
             loki,
             host: vars.parse_or(

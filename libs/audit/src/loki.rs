@@ -54,6 +54,37 @@ pub struct LokiConfig {
     pub tenant_id: Option<String>,
 }
 
+impl LokiConfig {
+    /// `LOKI_URL` (+ `LOKI_USERNAME`/`LOKI_API_KEY` for Grafana Cloud basic auth,
+    /// `LOKI_TENANT_ID` for `X-Scope-OrgID`); `None` when `LOKI_URL` is unset.
+    pub fn from_env(vars: &ic_config::Env) -> Result<Option<Self>, ic_config::ConfigError> {
+        use ic_config::ConfigError;
+        let Some(url) = vars.raw("LOKI_URL") else {
+            return Ok(None);
+        };
+        if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+            return Err(ConfigError::Invalid {
+                name: "LOKI_URL".into(),
+                expected: "an http(s) URL such as http://loki:3100".into(),
+            });
+        }
+        let username = vars.raw("LOKI_USERNAME").map(str::to_owned);
+        let api_key = vars.secret("LOKI_API_KEY");
+        if username.is_some() != api_key.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "LOKI_USERNAME/LOKI_API_KEY".into(),
+                expected: "both set (Grafana Cloud basic auth) or both unset".into(),
+            });
+        }
+        Ok(Some(Self {
+            url: url.to_owned(),
+            username,
+            api_key,
+            tenant_id: vars.raw("LOKI_TENANT_ID").map(str::to_owned),
+        }))
+    }
+}
+
 /// Outcome of one push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {

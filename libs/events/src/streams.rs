@@ -11,6 +11,15 @@ pub const IC_AUDIT: &str = "IC_AUDIT";
 /// Audit records Loki refused for good, subjects `dlq.audit.>`.
 pub const IC_AUDIT_DLQ: &str = "IC_AUDIT_DLQ";
 
+/// The broadcaster's delivery tasks, subjects `deliveries.<subscription id>`.
+pub const IC_DELIVERIES: &str = "IC_DELIVERIES";
+/// Deliveries that exhausted their retries, subjects `dead.<subscription id>`.
+pub const IC_DEAD_LETTERS: &str = "IC_DEAD_LETTERS";
+/// Subjects of [`IC_DELIVERIES`].
+pub const DELIVERIES_SUBJECTS: &str = "deliveries.>";
+/// Subjects of [`IC_DEAD_LETTERS`].
+pub const DEAD_LETTERS_SUBJECTS: &str = "dead.>";
+
 /// Subjects of [`IC_EVENTS`].
 pub const EVENTS_SUBJECTS: &str = "ic.>";
 /// Subjects of [`IC_AUDIT`].
@@ -55,9 +64,37 @@ pub fn all() -> Vec<stream::Config> {
     ]
 }
 
+/// The broadcaster's own streams: delivery tasks kept until acknowledged (work queue,
+/// up to the three days of the retry schedule and a margin: 7 days), dead letters 30 days.
+pub fn broadcaster() -> Vec<stream::Config> {
+    vec![
+        stream::Config {
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..config(
+                IC_DELIVERIES,
+                DELIVERIES_SUBJECTS,
+                Duration::from_secs(7 * 24 * 3600),
+            )
+        },
+        config(
+            IC_DEAD_LETTERS,
+            DEAD_LETTERS_SUBJECTS,
+            Duration::from_secs(30 * 24 * 3600),
+        ),
+    ]
+}
+
 /// Creates every stream that does not exist yet (existing ones are left as they are).
 pub async fn ensure(js: &jetstream::Context) -> Result<(), async_nats::Error> {
-    for cfg in all() {
+    ensure_all(js, all()).await
+}
+
+/// Creates each of `configs` that does not exist yet.
+pub async fn ensure_all(
+    js: &jetstream::Context,
+    configs: Vec<stream::Config>,
+) -> Result<(), async_nats::Error> {
+    for cfg in configs {
         js.get_or_create_stream(cfg).await?;
     }
     Ok(())

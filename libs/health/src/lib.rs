@@ -162,6 +162,17 @@ impl Health {
             .route("/health/ready", get(readiness))
             .with_state(self)
     }
+
+    /// The routes of a worker whose `/health` is its readiness (the broadcaster:
+    /// `shared/spec/broadcaster.md`): `/health` and `/health/ready` report readiness,
+    /// `/healthz` liveness.
+    pub fn worker_router<S>(self) -> Router<S> {
+        Router::new()
+            .route("/health", get(readiness))
+            .route("/healthz", get(liveness))
+            .route("/health/ready", get(readiness))
+            .with_state(self)
+    }
 }
 
 async fn liveness(State(health): State<Health>, ctx: RequestContext) -> Json<Value> {

@@ -1,0 +1,501 @@
+//! Delivering: one loop per subscription pulls its tasks from `IC_DELIVERIES` (durable
+//! consumer `deliveries-<id>`, never more than its free concurrency permits, so nothing
+//! waits unprotected in a buffer), signs and POSTs each one, and then acknowledges it,
+//! schedules the retry (explicit delayed NAK), or moves it to `IC_DEAD_LETTERS`
+//! (`shared/spec/broadcaster.md`, "Delivering").
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use http::header;
+use ic_events::streams::IC_DELIVERIES;
+use serde::Deserialize;
+use tokio::{sync::OwnedSemaphorePermit, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    dead_letters,
+    domain::{breaker::Admission, retry, retry::RetrySchedule, signing::signature_header, ssrf},
+    endpoints::Endpoint,
+    metrics::Metrics,
+};
+
+/// `User-Agent` of every webhook call.
+pub const USER_AGENT: &str = concat!("ic-broadcaster/", env!("CARGO_PKG_VERSION"));
+/// NATS header carrying the correlation id (defined once, in the events library).
+pub use ic_events::CORRELATION_ID_HEADER;
+
+/// How long one pull waits for tasks before asking again.
+const FETCH_WAIT: Duration = Duration::from_secs(5);
+/// How often a task being worked on tells JetStream it is still alive.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// The durable consumer of one subscription.
+pub fn consumer_name(subscription_id: &str) -> String {
+    format!("deliveries-{subscription_id}")
+}
+
+/// The subject of one subscription's tasks.
+pub fn task_subject(subscription_id: &str) -> String {
+    format!("deliveries.{subscription_id}")
+}
+
+/// The `Nats-Msg-Id` of a task: one per event and subscription, so a redelivered event
+/// never creates a second task.
+pub fn task_id(event_id: &str, subscription_id: &str) -> String {
+    format!("{event_id}:{subscription_id}")
+}
+
+/// The fields of an event the deliverer needs.
+#[derive(Debug, Deserialize)]
+struct EventHead {
+    id: String,
+    time: Option<DateTime<Utc>>,
+}
+
+/// How one call ended.
+#[derive(Debug)]
+enum Outcome {
+    Delivered {
+        status: u16,
+    },
+    Gone,
+    Failed {
+        status: Option<u16>,
+        class: &'static str,
+        error: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Everything the delivery loops share.
+#[derive(Debug, Clone)]
+pub struct Deliverer {
+    /// JetStream.
+    pub js: jetstream::Context,
+    /// The webhook client (no redirects; the SSRF guard in its resolver).
+    pub http: reqwest::Client,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Delays between attempts.
+    pub schedule: RetrySchedule,
+    /// The most a `Retry-After` may delay a retry.
+    pub max_retry_after: Duration,
+    /// The SSRF guard's override.
+    pub allow_private: bool,
+}
+
+/// A DNS resolver that drops non-public addresses (the SSRF guard on the addresses
+/// actually connected to).
+#[derive(Debug, Clone, Copy)]
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|addr| ssrf::is_public(addr.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to private addresses (BROADCASTER_ALLOW_PRIVATE_TARGETS is off)"
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The webhook HTTP client: redirects are never followed; unless `allow_private`, names
+/// resolving to non-public addresses are refused.
+pub fn http_client(allow_private: bool) -> reqwest::Client {
+    // reqwest is built without a default TLS provider (shared/STACK.md): install ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true);
+    if !allow_private {
+        builder = builder.dns_resolver(GuardedResolver);
+    }
+    builder.build().unwrap_or_default()
+}
+
+async fn sleep_or_cancel(token: &CancellationToken, duration: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        () = token.cancelled() => {}
+    }
+}
+
+impl Deliverer {
+    async fn bind(&self, endpoint: &Endpoint) -> Result<PullConsumer, async_nats::Error> {
+        let id = endpoint.id();
+        let name = consumer_name(id);
+        ic_events::streams::ensure_all(&self.js, ic_events::streams::broadcaster()).await?;
+        let stream = self.js.get_stream(IC_DELIVERIES).await?;
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: task_subject(id),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::All,
+                    // Calls in progress send keep-alives; this only bounds a crash.
+                    ack_wait: endpoint.subscription.timeout + Duration::from_secs(30),
+                    max_ack_pending: i64::from(endpoint.subscription.max_concurrency) * 2,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(consumer)
+    }
+
+    /// Delivers `endpoint`'s tasks until `token` is cancelled; then takes no new task and
+    /// lets the calls in flight finish.
+    pub async fn run(self: Arc<Self>, endpoint: Arc<Endpoint>, token: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        let mut consumer: Option<PullConsumer> = None;
+        let mut backoff = Duration::from_millis(250);
+        let mut last_pending = Instant::now() - Duration::from_secs(60);
+        while !token.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            if !endpoint.active() {
+                sleep_or_cancel(&token, Duration::from_secs(1)).await;
+                continue;
+            }
+            if let Some(until) = endpoint.breaker.accepting(Instant::now()) {
+                sleep_or_cancel(&token, until.saturating_duration_since(Instant::now())).await;
+                continue;
+            }
+            let Some(bound) = consumer.as_mut() else {
+                match self.bind(&endpoint).await {
+                    Ok(bound) => {
+                        consumer = Some(bound);
+                        backoff = Duration::from_millis(250);
+                    }
+                    Err(err) => {
+                        tracing::warn!(subscription = endpoint.id(), error = %err, "cannot bind the delivery consumer; retrying");
+                        sleep_or_cancel(&token, backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+                continue;
+            };
+            if last_pending.elapsed() > Duration::from_secs(5) {
+                last_pending = Instant::now();
+                if let Ok(info) = bound.info().await {
+                    self.metrics
+                        .set_pending(&consumer_name(endpoint.id()), info.num_pending);
+                }
+            }
+            let first = tokio::select! {
+                permit = endpoint.permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = token.cancelled() => break,
+            };
+            let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
+            while let Ok(permit) = endpoint.permits.clone().try_acquire_owned() {
+                permits.push(permit);
+            }
+            let batch = tokio::select! {
+                batch = bound.batch().max_messages(permits.len()).expires(FETCH_WAIT).messages() => batch,
+                () = token.cancelled() => break,
+            };
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(subscription = endpoint.id(), error = %err, "fetching delivery tasks failed; rebinding");
+                    consumer = None;
+                    sleep_or_cancel(&token, backoff).await;
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    () = token.cancelled() => None,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        let Some(permit) = permits.pop() else { break };
+                        tasks.spawn(self.clone().deliver(
+                            endpoint.clone(),
+                            message,
+                            permit,
+                            token.clone(),
+                        ));
+                    }
+                    Some(Err(err)) => {
+                        tracing::debug!(subscription = endpoint.id(), error = %err, "pull ended");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        // Graceful shutdown: the calls in flight finish and are acknowledged.
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn deliver(
+        self: Arc<Self>,
+        endpoint: Arc<Endpoint>,
+        message: jetstream::Message,
+        _permit: OwnedSemaphorePermit,
+        token: CancellationToken,
+    ) {
+        let (attempt, sequence) = match message.info() {
+            Ok(info) => (
+                u64::try_from(info.delivered).unwrap_or(1).max(1),
+                info.stream_sequence,
+            ),
+            Err(_) => (1, 0),
+        };
+        let Ok(head) = serde_json::from_slice::<EventHead>(&message.payload) else {
+            tracing::error!(
+                subscription = endpoint.id(),
+                "a delivery task is not a CloudEvent; dropped"
+            );
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        };
+        // An open breaker makes the task wait, alive, without using up an attempt.
+        loop {
+            match endpoint.breaker.admit(Instant::now()) {
+                Admission::Go => break,
+                Admission::WaitUntil(until) => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                    let wait = until
+                        .saturating_duration_since(Instant::now())
+                        .min(KEEPALIVE);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = token.cancelled() => {
+                            // Shutting down: hand the task back at once.
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let started = Instant::now();
+        let call = self.call(&endpoint, &message, &head.id);
+        tokio::pin!(call);
+        let mut keepalive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut call => break outcome,
+                _ = keepalive.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let id = endpoint.id();
+        match outcome {
+            Outcome::Delivered { status } => {
+                endpoint.breaker.record(true, Instant::now());
+                endpoint.count_delivered();
+                self.metrics.request(id, "2xx", seconds);
+                if let Err(err) = message.ack().await {
+                    tracing::warn!(subscription = id, error = %err, "ack after delivery failed; it may be delivered again");
+                }
+                if let Some(time) = head.time {
+                    self.metrics.lag(
+                        (Utc::now() - time)
+                            .to_std()
+                            .unwrap_or_default()
+                            .as_secs_f64(),
+                    );
+                }
+                tracing::debug!(subscription = id, webhook_id = %head.id, status, attempt, "delivered");
+            }
+            Outcome::Gone => {
+                endpoint.breaker.record(true, Instant::now());
+                self.metrics.request(id, "4xx", seconds);
+                endpoint.disable_gone();
+                tracing::error!(
+                    subscription = id,
+                    "the endpoint answered 410 Gone: subscription disabled until the configuration is reloaded"
+                );
+                dead_letters::bury(
+                    &self.js,
+                    &self.metrics,
+                    &endpoint,
+                    &message,
+                    dead_letters::Burial {
+                        webhook_id: &head.id,
+                        attempts: attempt,
+                        last_status: Some(410),
+                        last_error: "410 Gone: the subscription was disabled",
+                        task_sequence: sequence,
+                    },
+                )
+                .await;
+            }
+            Outcome::Failed {
+                status,
+                class,
+                error,
+                retry_after,
+            } => {
+                endpoint.breaker.record(false, Instant::now());
+                endpoint.count_failed();
+                self.metrics.request(id, class, seconds);
+                match self.schedule.delay_after(attempt) {
+                    Some(scheduled) => {
+                        let delay = retry_after.unwrap_or(scheduled);
+                        tracing::info!(subscription = id, webhook_id = %head.id, attempt, status, error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; retry scheduled");
+                        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                    }
+                    None => {
+                        tracing::warn!(subscription = id, webhook_id = %head.id, attempt, status, error = %error, "delivery failed for the last time; dead letter");
+                        dead_letters::bury(
+                            &self.js,
+                            &self.metrics,
+                            &endpoint,
+                            &message,
+                            dead_letters::Burial {
+                                webhook_id: &head.id,
+                                attempts: attempt,
+                                last_status: status,
+                                last_error: &error,
+                                task_sequence: sequence,
+                            },
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One signed POST.
+    async fn call(
+        &self,
+        endpoint: &Endpoint,
+        message: &jetstream::Message,
+        webhook_id: &str,
+    ) -> Outcome {
+        let subscription = &endpoint.subscription;
+        if !self.allow_private
+            && let Some(ip) = match subscription.url.host() {
+                Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            }
+            && !ssrf::is_public(ip)
+        {
+            return Outcome::Failed {
+                status: None,
+                class: "error",
+                error: "the target is a private address (BROADCASTER_ALLOW_PRIVATE_TARGETS is off)"
+                    .into(),
+                retry_after: None,
+            };
+        }
+        let timestamp = Utc::now().timestamp();
+        let body = message.payload.clone();
+        let trace = ic_telemetry::carriers::extract_nats(message.headers.as_ref()).child();
+        let mut request = self
+            .http
+            .post(subscription.url.clone())
+            .timeout(subscription.timeout)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                signature_header(&subscription.secrets, webhook_id, timestamp, &body),
+            );
+        if let Some(correlation) = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(CORRELATION_ID_HEADER))
+        {
+            request = request.header("x-correlation-id", correlation.as_str());
+        }
+        for (name, value) in &subscription.headers {
+            request = request.header(name, value);
+        }
+        request = ic_telemetry::carriers::inject_reqwest(&trace, request);
+        match request.body(body).send().await {
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Outcome::Delivered {
+                        status: status.as_u16(),
+                    };
+                }
+                if status == http::StatusCode::GONE {
+                    return Outcome::Gone;
+                }
+                let retry_after = if matches!(status.as_u16(), 429 | 503) {
+                    retry::retry_after(
+                        response
+                            .headers()
+                            .get(header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok()),
+                        Utc::now(),
+                        self.max_retry_after,
+                    )
+                } else {
+                    None
+                };
+                let class = match status.as_u16() {
+                    300..=399 => "3xx",
+                    400..=499 => "4xx",
+                    _ => "5xx",
+                };
+                Outcome::Failed {
+                    status: Some(status.as_u16()),
+                    class,
+                    error: format!("answered {status}"),
+                    retry_after,
+                }
+            }
+            Err(err) => {
+                let timeout = err.is_timeout();
+                let error = error_chain(&err.without_url());
+                Outcome::Failed {
+                    status: None,
+                    class: if timeout { "timeout" } else { "error" },
+                    error: if timeout { "timed out".into() } else { error },
+                    retry_after: None,
+                }
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line (no URL: it may carry credentials).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
