@@ -174,6 +174,7 @@ impl App {
             config.breaker_cooldown,
         );
         for endpoint in endpoints.iter() {
+            metrics.add_subscription(endpoint.id());
             tracing::info!(subscription = endpoint.id(), url = %endpoint.subscription.url, enabled = endpoint.subscription.enabled, "subscription loaded");
         }
         let bound = Arc::new(AtomicBool::new(false));

@@ -153,6 +153,14 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Creates a subscription's series at zero, so alerts see them before the first
+    /// dead letter.
+    pub fn add_subscription(&self, subscription: &str) {
+        let _ = self.dead_letters.get_or_create(&SubscriptionLabel {
+            subscription: subscription.to_owned(),
+        });
+    }
+
     /// A delivery became a dead letter.
     pub fn dead_letter(&self, subscription: &str) {
         self.dead_letters

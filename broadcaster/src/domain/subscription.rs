@@ -435,8 +435,10 @@ mod tests {
         assert!(bad(&format!("{{id: x, {base}, max_concurrency: 0}}")).contains("max_concurrency"));
         assert!(bad(&format!("{{id: x, {base}, timeout: forever}}")).contains("timeout"));
         assert!(
-            bad(&format!("{{id: x, {base}, headers: {{webhook-id: 'one'}}}}"))
-                .contains("set by the broadcaster")
+            bad(&format!(
+                "{{id: x, {base}, headers: {{webhook-id: 'one'}}}}"
+            ))
+            .contains("set by the broadcaster")
         );
         assert!(bad(&format!("{{id: x, {base}, colour: blue}}")).contains("\"x\": unknown field"));
         assert!(

@@ -1,0 +1,473 @@
+//! Deliveries against real nats-server (JetStream) and real HTTP receivers on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Receiver, Reply, publish, start, subscription};
+use ic_testkit::NatsServer;
+use serde_json::Value;
+
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_event_is_delivered_signed_with_trace_context_and_user_agent() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let subs = subscription("crm", &receiver.url("/hook"), ", headers: {X-Api-Key: k1}");
+    let broadcaster = start(&nats.url(), &subs, &[]).await;
+    let js = common::jetstream(&nats.url()).await;
+    let event = publish(&js, "published").await;
+    let got = receiver.wait_for("/hook", 1).await;
+    let request = &got[0];
+    assert_eq!(request.header("webhook-id"), event.id.to_string());
+    assert!(request.header("webhook-signature").starts_with("v1,"));
+    assert!(request.header("webhook-timestamp").parse::<i64>().is_ok());
+    assert_eq!(request.header("content-type"), "application/json");
+    assert!(request.header("user-agent").starts_with("ic-broadcaster/"));
+    assert_eq!(request.header("x-api-key"), "k1");
+    assert!(
+        request
+            .header("traceparent")
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "the event's trace continues: {}",
+        request.header("traceparent")
+    );
+    assert_eq!(request.json()["id"], event.id.to_string());
+    assert_eq!(
+        request.json()["type"],
+        "org.internationalcenter.services.service.published"
+    );
+    broadcaster.stop().await;
+}
+
+#[tokio::test]
+async fn filters_choose_the_subscriptions_and_each_gets_its_own_copy() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let subs = [
+        subscription("all", &receiver.url("/all"), ""),
+        subscription(
+            "published-only",
+            &receiver.url("/published"),
+            ", event_types: ['*.published']",
+        ),
+        subscription("off", &receiver.url("/off"), ", enabled: false"),
+    ]
+    .concat();
+    let broadcaster = start(&nats.url(), &subs, &[]).await;
+    let js = common::jetstream(&nats.url()).await;
+    publish(&js, "created").await;
+    let published = publish(&js, "published").await;
+    receiver.wait_for("/all", 2).await;
+    let only = receiver.wait_for("/published", 1).await;
+    assert_eq!(only[0].header("webhook-id"), published.id.to_string());
+    broadcaster.stop().await;
+    assert_eq!(receiver.seen_at("/published").len(), 1);
+    assert!(
+        receiver.seen_at("/off").is_empty(),
+        "a disabled subscription gets nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_that_recovers_gets_the_event_again_with_the_same_id_on_schedule() {
+    let nats = NatsServer::start();
+    // Fails three times, then accepts.
+    let receiver = Receiver::start(|_, n| Reply::Status(if n < 3 { 503 } else { 200 })).await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("flaky", &receiver.url("/hook"), ""),
+        &[("BROADCASTER_RETRY_SCHEDULE", "300ms,600ms,1200ms,5s")],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    let event = publish(&js, "published").await;
+    let got = receiver.wait_for("/hook", 4).await;
+    let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert!(ids.iter().all(|id| *id == event.id.to_string()), "{ids:?}");
+    // Each wait is at least the scheduled delay less the 20 % jitter.
+    for (i, scheduled_ms) in [300u64, 600, 1200].into_iter().enumerate() {
+        let gap = got[i + 1].at - got[i].at;
+        assert!(
+            gap >= Duration::from_millis(scheduled_ms * 8 / 10),
+            "retry {} came after {gap:?}, scheduled {scheduled_ms} ms",
+            i + 1
+        );
+    }
+    broadcaster.stop().await;
+    assert_eq!(
+        receiver.seen_at("/hook").len(),
+        4,
+        "delivered once, never again"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::start(|_, n| {
+        if n == 0 {
+            Reply::WithHeaders(429, vec![("retry-after", "2".into())])
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("busy", &receiver.url("/hook"), ""),
+        &[("BROADCASTER_RETRY_SCHEDULE", "100ms")],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    publish(&js, "published").await;
+    let got = receiver.wait_for("/hook", 2).await;
+    assert!(
+        got[1].at - got[0].at >= Duration::from_secs(2),
+        "Retry-After: 2 waits 2 s instead of the scheduled 100 ms ({:?})",
+        got[1].at - got[0].at
+    );
+    broadcaster.stop().await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_become_dead_letters_with_the_last_status_and_replay_delivers_them() {
+    let nats = NatsServer::start();
+    let healed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heal = healed.clone();
+    let receiver = Receiver::start(move |_, _| {
+        Reply::Status(if heal.load(std::sync::atomic::Ordering::SeqCst) {
+            200
+        } else {
+            500
+        })
+    })
+    .await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("down", &receiver.url("/hook"), ""),
+        &[("BROADCASTER_RETRY_SCHEDULE", "100ms,100ms")],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    let event = publish(&js, "published").await;
+    receiver.wait_for("/hook", 3).await;
+    let letters = ic_testkit::eventually(Duration::from_secs(30), "a dead letter", || async {
+        let body = get_json(&broadcaster.url("/dead-letters?subscription_id=down")).await;
+        (body["count"] == 1).then_some(body)
+    })
+    .await;
+    let letter = &letters["dead_letters"][0];
+    assert_eq!(letter["webhook_id"], event.id.to_string());
+    assert_eq!(letter["attempts"], 3);
+    assert_eq!(letter["last_status"], 500);
+    assert_eq!(letter["event"]["id"], event.id.to_string());
+    let subs = get_json(&broadcaster.url("/subscriptions")).await;
+    assert_eq!(subs["subscriptions"][0]["counters"]["dead_letters"], 1);
+    assert!(
+        !subs.to_string().contains("MfKQ"),
+        "secrets are never shown: {subs}"
+    );
+
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sequence = letter["sequence"].as_u64().unwrap();
+    let replay = reqwest::Client::new()
+        .post(broadcaster.url(&format!("/dead-letters/{sequence}/replay")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    let got = receiver.wait_for("/hook", 4).await;
+    assert_eq!(
+        got[3].header("webhook-id"),
+        event.id.to_string(),
+        "the same webhook-id"
+    );
+    let after = get_json(&broadcaster.url("/dead-letters")).await;
+    assert_eq!(after["count"], 0, "a replayed dead letter is gone: {after}");
+    let again = reqwest::Client::new()
+        .post(broadcaster.url(&format!("/dead-letters/{sequence}/replay")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    broadcaster.stop().await;
+}
+
+#[tokio::test]
+async fn gone_disables_the_subscription() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::start(|_, _| Reply::Status(410)).await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("gone", &receiver.url("/hook"), ""),
+        &[],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    publish(&js, "published").await;
+    receiver.wait_for("/hook", 1).await;
+    let subs = ic_testkit::eventually(
+        Duration::from_secs(10),
+        "the subscription disabled",
+        || async {
+            let body = get_json(&broadcaster.url("/subscriptions")).await;
+            (body["subscriptions"][0]["state"] == "disabled_gone").then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(subs["subscriptions"][0]["counters"]["dead_letters"], 1);
+    publish(&js, "archived").await;
+    let letters = get_json(&broadcaster.url("/dead-letters")).await;
+    assert_eq!(letters["dead_letters"][0]["last_status"], 410);
+    broadcaster.stop().await;
+    assert_eq!(
+        receiver.seen_at("/hook").len(),
+        1,
+        "nothing is sent to a disabled subscription"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::start(|request, _| {
+        if request.path == "/hook" {
+            Reply::WithHeaders(307, vec![("location", "/elsewhere".into())])
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("moved", &receiver.url("/hook"), ""),
+        &[("BROADCASTER_RETRY_SCHEDULE", "100ms")],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    publish(&js, "published").await;
+    ic_testkit::eventually(Duration::from_secs(30), "a dead letter", || async {
+        let body = get_json(&broadcaster.url("/dead-letters")).await;
+        (body["count"] == 1).then_some(())
+    })
+    .await;
+    broadcaster.stop().await;
+    assert_eq!(receiver.seen_at("/hook").len(), 2);
+    assert!(
+        receiver.seen_at("/elsewhere").is_empty(),
+        "the redirect was not followed"
+    );
+}
+
+#[tokio::test]
+async fn private_and_loopback_targets_are_refused_unless_allowed() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let port = receiver.addr.port();
+    let subs = [
+        subscription("literal", &format!("http://127.0.0.1:{port}/literal"), ""),
+        subscription("named", &format!("http://localhost:{port}/named"), ""),
+    ]
+    .concat();
+    let broadcaster = start(
+        &nats.url(),
+        &subs,
+        &[
+            ("BROADCASTER_ALLOW_PRIVATE_TARGETS", "false"),
+            ("BROADCASTER_RETRY_SCHEDULE", "100ms"),
+        ],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    publish(&js, "published").await;
+    let letters = ic_testkit::eventually(Duration::from_secs(30), "two dead letters", || async {
+        let body = get_json(&broadcaster.url("/dead-letters")).await;
+        (body["count"] == 2).then_some(body)
+    })
+    .await;
+    for letter in letters["dead_letters"].as_array().unwrap() {
+        assert!(
+            letter["last_error"].as_str().unwrap().contains("private"),
+            "{letter}"
+        );
+        assert!(letter["last_status"].is_null());
+    }
+    broadcaster.stop().await;
+    assert!(
+        receiver.seen().is_empty(),
+        "nothing reached a private address"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_never_delays_a_healthy_one() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::start(|request, _| {
+        if request.path == "/slow" {
+            Reply::Hold
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let subs = [
+        subscription(
+            "slow",
+            &receiver.url("/slow"),
+            ", max_concurrency: 2, timeout: 60s",
+        ),
+        subscription("healthy", &receiver.url("/healthy"), ""),
+    ]
+    .concat();
+    let broadcaster = start(&nats.url(), &subs, &[]).await;
+    let js = common::jetstream(&nats.url()).await;
+    for _ in 0..20 {
+        publish(&js, "published").await;
+    }
+    // Every event reaches the healthy endpoint while the slow one still holds its first
+    // two calls (its concurrency limit).
+    receiver.wait_for("/healthy", 20).await;
+    assert_eq!(receiver.seen_at("/slow").len(), 2);
+    receiver.release();
+    receiver.wait_for("/slow", 20).await;
+    broadcaster.stop().await;
+    assert_eq!(receiver.seen_at("/healthy").len(), 20);
+}
+
+#[tokio::test]
+async fn an_open_breaker_makes_deliveries_wait_without_using_up_attempts() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::start(|_, _| Reply::Status(500)).await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("down", &receiver.url("/hook"), ", max_concurrency: 4"),
+        &[
+            ("BROADCASTER_RETRY_SCHEDULE", "50ms,50ms"),
+            ("BROADCASTER_BREAKER_FAILURES", "2"),
+            ("BROADCASTER_BREAKER_COOLDOWN_SECONDS", "0.5"),
+        ],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(publish(&js, "published").await.id.to_string());
+    }
+    let letters = ic_testkit::eventually(Duration::from_secs(60), "five dead letters", || async {
+        let body = get_json(&broadcaster.url("/dead-letters")).await;
+        (body["count"] == 5).then_some(body)
+    })
+    .await;
+    broadcaster.stop().await;
+    let seen = receiver.seen();
+    for letter in letters["dead_letters"].as_array().unwrap() {
+        let id = letter["webhook_id"].as_str().unwrap();
+        let calls = seen.iter().filter(|r| r.header("webhook-id") == id).count();
+        assert_eq!(
+            letter["attempts"], 3,
+            "every delivery had its three attempts: {letter}"
+        );
+        assert_eq!(
+            calls, 3,
+            "each attempt was a real call, none burnt waiting ({id})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_exported_under_their_specified_names() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("m", &receiver.url("/hook"), ""),
+        &[],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    publish(&js, "published").await;
+    receiver.wait_for("/hook", 1).await;
+    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
+    let text = ic_testkit::eventually(Duration::from_secs(10), "metrics", || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        text.contains("broadcaster_delivery_lag_seconds_count 1")
+            .then_some(text)
+    })
+    .await;
+    for name in [
+        r#"broadcaster_messages_processed_total{result="fanned_out"} 1"#,
+        r#"broadcaster_webhook_requests_total{subscription="m",status_class="2xx"} 1"#,
+        "broadcaster_nats_connected 1",
+        r#"broadcaster_request_duration_seconds_bucket{le="#,
+        "broadcaster_dead_letters_total",
+        "broadcaster_consumer_pending",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    broadcaster.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_unready_while_nats_is_down_and_ready_again_without_a_restart() {
+    let mut nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("h", &receiver.url("/hook"), ""),
+        &[],
+    )
+    .await;
+    nats.stop();
+    ic_testkit::eventually(Duration::from_secs(30), "unready", || async {
+        let status = reqwest::get(broadcaster.url("/health"))
+            .await
+            .ok()?
+            .status();
+        (status == 503).then_some(())
+    })
+    .await;
+    let live = reqwest::get(broadcaster.url("/healthz")).await.unwrap();
+    assert_eq!(live.status(), 200, "liveness never depends on NATS");
+    nats.restart();
+    common::wait_ready(&broadcaster.url("/health")).await;
+    let js = common::jetstream(&nats.url()).await;
+    publish(&js, "published").await;
+    receiver.wait_for("/hook", 1).await;
+    broadcaster.stop().await;
+}
+
+#[tokio::test]
+async fn the_operating_routes_need_the_admin_token_when_one_is_set() {
+    let nats = NatsServer::start();
+    let broadcaster = start(&nats.url(), "[]", &[("BROADCASTER_ADMIN_TOKEN", "s3cret")]).await;
+    let client = reqwest::Client::new();
+    let denied = client
+        .get(broadcaster.url("/subscriptions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+    let allowed = client
+        .get(broadcaster.url("/subscriptions"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    let health = client.get(broadcaster.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "health needs no token");
+    let bad = client
+        .get(broadcaster.url("/dead-letters?limit=0"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    broadcaster.stop().await;
+}
