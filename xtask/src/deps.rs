@@ -67,3 +67,75 @@ pub fn ensure_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Python packages the test suite verifies against (the official Standard Webhooks
+/// library checks the broadcaster's signatures).
+pub const TEST_PYTHON_PACKAGES: [&str; 1] = ["standardwebhooks"];
+
+/// A Python virtual environment in `dir` with `packages` installed (created, with
+/// Debian's `python3-venv` if need be, on first use); returns its interpreter.
+pub fn python_venv(dir: &std::path::Path, packages: &[&str]) -> anyhow::Result<std::path::PathBuf> {
+    let python = dir.join("bin").join("python");
+    let imports = packages
+        .iter()
+        .map(|p| format!("import {p}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", &imports])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready() {
+        return Ok(python);
+    }
+    eprintln!("==> creating a Python venv with {}", packages.join(" "));
+    let create = |dir: &std::path::Path| {
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !create(dir) {
+        ensure_packages(&[("python3", "python3")])?;
+        if is_root() {
+            let install = Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "python3-venv",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .context("apt-get install python3-venv")?;
+            if !install.success() {
+                bail!("apt-get install python3-venv failed");
+            }
+        }
+        if !create(dir) {
+            bail!(
+                "python3 -m venv {} failed (is python3-venv installed?)",
+                dir.display()
+            );
+        }
+    }
+    let pip = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages)
+        .status()
+        .context("pip install")?;
+    if !pip.success() || !ready() {
+        bail!("pip install {} failed", packages.join(" "));
+    }
+    Ok(python)
+}

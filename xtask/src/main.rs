@@ -101,6 +101,10 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     run(clippy, "cargo clippy")?;
 
     deps::ensure_packages(&deps::TEST_PACKAGES)?;
+    let python = deps::python_venv(
+        &target_dir().join("ic-test-venv"),
+        &deps::TEST_PYTHON_PACKAGES,
+    )?;
     eprintln!("==> starting PostgreSQL and nats-server on free ports");
     let postgres = ic_testkit::PostgresServer::start();
     let nats = ic_testkit::NatsServer::start();
@@ -130,6 +134,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .args(extra)
         .env("DATABASE_URL", postgres.url("postgres"))
         .env("NATS_URL", nats.url())
+        .env("IC_TEST_PYTHON", &python)
         .env("RUST_BACKTRACE", "1");
     eprintln!(
         "==> running the test suite ({})",
