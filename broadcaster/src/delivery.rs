@@ -36,8 +36,18 @@ pub use ic_events::CORRELATION_ID_HEADER;
 
 /// How long one pull waits for tasks before asking again.
 const FETCH_WAIT: Duration = Duration::from_secs(5);
+/// How long JetStream waits for a task's acknowledgement before handing it to another
+/// worker: the call's timeout and a margin. Calls in progress and tasks waiting behind an
+/// open breaker send keep-alives, so this only decides how soon the tasks of a crashed
+/// replica are retried.
+pub fn ack_wait(timeout: Duration) -> Duration {
+    timeout + Duration::from_secs(10)
+}
+
 /// How often a task being worked on tells JetStream it is still alive.
-const KEEPALIVE: Duration = Duration::from_secs(10);
+fn keepalive(timeout: Duration) -> Duration {
+    ack_wait(timeout) / 3
+}
 
 /// The durable consumer of one subscription.
 pub fn consumer_name(subscription_id: &str) -> String {
@@ -156,8 +166,7 @@ impl Deliverer {
                     filter_subject: task_subject(id),
                     ack_policy: AckPolicy::Explicit,
                     deliver_policy: DeliverPolicy::All,
-                    // Calls in progress send keep-alives; this only bounds a crash.
-                    ack_wait: endpoint.subscription.timeout + Duration::from_secs(30),
+                    ack_wait: ack_wait(endpoint.subscription.timeout),
                     max_ack_pending: i64::from(endpoint.subscription.max_concurrency) * 2,
                     ..Default::default()
                 },
@@ -277,6 +286,7 @@ impl Deliverer {
             let _ = message.ack_with(AckKind::Term).await;
             return;
         };
+        let keepalive_every = keepalive(endpoint.subscription.timeout);
         // An open breaker makes the task wait, alive, without using up an attempt.
         loop {
             match endpoint.breaker.admit(Instant::now()) {
@@ -285,7 +295,7 @@ impl Deliverer {
                     let _ = message.ack_with(AckKind::Progress).await;
                     let wait = until
                         .saturating_duration_since(Instant::now())
-                        .min(KEEPALIVE);
+                        .min(keepalive_every);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = token.cancelled() => {
@@ -300,8 +310,10 @@ impl Deliverer {
         let started = Instant::now();
         let call = self.call(&endpoint, &message, &head.id);
         tokio::pin!(call);
-        let mut keepalive =
-            tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        let mut keepalive = tokio::time::interval_at(
+            tokio::time::Instant::now() + keepalive_every,
+            keepalive_every,
+        );
         let outcome = loop {
             tokio::select! {
                 outcome = &mut call => break outcome,

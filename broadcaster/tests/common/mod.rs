@@ -222,6 +222,7 @@ pub async fn start(nats_url: &str, subscriptions: &str, extra: &[(&str, &str)]) 
 
 /// Waits until `/health` says ready.
 pub async fn wait_ready(url: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     ic_testkit::eventually(
         Duration::from_secs(30),
         "the broadcaster to be ready",
