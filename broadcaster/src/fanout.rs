@@ -72,7 +72,9 @@ impl Fanout {
                     filter_subject: self.subjects.clone(),
                     ack_policy: AckPolicy::Explicit,
                     deliver_policy: DeliverPolicy::All,
-                    ack_wait: Duration::from_secs(30),
+                    // Fanning out one event takes milliseconds; after a crash, the
+                    // events a replica had taken come back this soon.
+                    ack_wait: Duration::from_secs(10),
                     max_ack_pending: 10_000,
                     ..Default::default()
                 },
