@@ -271,6 +271,7 @@ impl Deliverer {
         _permit: OwnedSemaphorePermit,
         token: CancellationToken,
     ) {
+        let _working = endpoint.working();
         let (attempt, sequence) = match message.info() {
             Ok(info) => (
                 u64::try_from(info.delivered).unwrap_or(1).max(1),

@@ -24,6 +24,7 @@ pub struct Endpoint {
     /// At most `max_concurrency` calls at once.
     pub permits: Arc<Semaphore>,
     gone: AtomicBool,
+    in_flight: AtomicU64,
     delivered: AtomicU64,
     failed: AtomicU64,
     dead_lettered: AtomicU64,
@@ -37,6 +38,7 @@ impl Endpoint {
             breaker: Breaker::new(breaker_failures, cooldown),
             subscription,
             gone: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
@@ -62,6 +64,12 @@ impl Endpoint {
     /// reloaded (restart).
     pub fn disable_gone(&self) {
         self.gone.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks a task as being worked on until the guard is dropped.
+    pub fn working(&self) -> Working<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Working(self)
     }
 
     /// Counts a delivered call.
@@ -99,7 +107,7 @@ impl Endpoint {
             "max_concurrency": s.max_concurrency,
             "timeout_seconds": s.timeout.as_secs_f64(),
             "secrets": s.secrets.len(),
-            "in_flight": s.max_concurrency as usize - self.permits.available_permits(),
+            "in_flight": self.in_flight.load(Ordering::Relaxed),
             "counters": {
                 "delivered": self.delivered.load(Ordering::Relaxed),
                 "failed_attempts": self.failed.load(Ordering::Relaxed),
@@ -107,6 +115,16 @@ impl Endpoint {
             },
             "breaker": self.breaker.view(Instant::now()),
         })
+    }
+}
+
+/// A task being worked on (see [`Endpoint::working`]).
+#[derive(Debug)]
+pub struct Working<'a>(&'a Endpoint);
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -21,6 +21,14 @@ pub const NATS_PORT: u16 = 54222;
 pub const SERVICES_API_PORT: u16 = 8080;
 /// public-gateway port (the spec's).
 pub const PUBLIC_GATEWAY_PORT: u16 = 8000;
+/// broadcaster port (the spec's) and its metrics port.
+pub const BROADCASTER_PORT: u16 = 8002;
+/// broadcaster metrics port (the spec's).
+pub const BROADCASTER_METRICS_PORT: u16 = 7777;
+/// The demo webhook receiver's port.
+pub const RECEIVER_PORT: u16 = 8090;
+/// The demo subscription's secret (development only).
+pub const DEMO_WEBHOOK_SECRET: &str = "whsec_ZGVtby1zZWNyZXQtZm9yLWxvY2FsLWRldmVsb3BtZW50";
 /// The database of the platform.
 pub const DATABASE: &str = "international_center";
 
@@ -87,19 +95,31 @@ fn log_tail(path: &PathBuf) -> String {
 }
 
 fn spawn_service(name: &'static str, env: &[(&str, String)]) -> anyhow::Result<Service> {
+    spawn(name, &PathBuf::from(name), env, false)
+}
+
+/// Starts `binary` (relative to the debug target directory); its output goes to
+/// `.dev/logs/<name>.log`, or to this terminal when `to_terminal`.
+fn spawn(
+    name: &'static str,
+    binary: &std::path::Path,
+    env: &[(&str, String)],
+    to_terminal: bool,
+) -> anyhow::Result<Service> {
     let logs = dev_dir().join("logs");
     std::fs::create_dir_all(&logs)?;
     let log = logs.join(format!("{name}.log"));
     let file = std::fs::File::create(&log)?;
-    let binary = workspace_root().join("target").join("debug").join(name);
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map_or(binary, |t| PathBuf::from(t).join("debug").join(name));
+    let target = crate::target_dir().join("debug").join(binary);
     let mut cmd = Command::new(target);
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("ENVIRONMENT", "development")
-        .env("LOG_FORMAT", "pretty")
-        .stdout(file.try_clone()?)
-        .stderr(file);
+        .env("LOG_FORMAT", "pretty");
+    if to_terminal {
+        cmd.stdout(Stdio::inherit()).stderr(file);
+    } else {
+        cmd.stdout(file.try_clone()?).stderr(file);
+    }
     let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     std::fs::write(
         dev_dir().join(format!("{name}.pid")),
@@ -146,6 +166,11 @@ pub fn up() -> anyhow::Result<()> {
         "services-api",
         "--package",
         "public-gateway",
+        "--package",
+        "broadcaster",
+        "--bins",
+        "--example",
+        "webhook_receiver",
     ]);
     run(build, "cargo build")?;
 
@@ -181,15 +206,47 @@ pub fn up() -> anyhow::Result<()> {
         )?;
         let gateway = format!("http://127.0.0.1:{PUBLIC_GATEWAY_PORT}");
         wait_ready(&mut public_gateway, &format!("{gateway}/health")).await?;
+        // The demo subscription: every event, signed, to a receiver printing here.
+        let receiver = spawn(
+            "webhook-receiver",
+            &PathBuf::from("examples").join("webhook_receiver"),
+            &[
+                ("WEBHOOK_RECEIVER_PORT", RECEIVER_PORT.to_string()),
+                ("WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET.to_owned()),
+            ],
+            true,
+        )?;
+        let mut broadcaster = spawn_service(
+            "broadcaster",
+            &[
+                ("BROADCASTER_PORT", BROADCASTER_PORT.to_string()),
+                (
+                    "BROADCASTER_METRICS_PORT",
+                    BROADCASTER_METRICS_PORT.to_string(),
+                ),
+                ("NATS_URL", nats_url.clone()),
+                (
+                    "WEBHOOK_URL",
+                    format!("http://127.0.0.1:{RECEIVER_PORT}/webhooks"),
+                ),
+                ("WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET.to_owned()),
+                // The demo receiver is on loopback, which the SSRF guard refuses.
+                ("BROADCASTER_ALLOW_PRIVATE_TARGETS", "true".to_owned()),
+            ],
+        )?;
+        let broadcaster_url = format!("http://127.0.0.1:{BROADCASTER_PORT}");
+        wait_ready(&mut broadcaster, &format!("{broadcaster_url}/health")).await?;
         let marker = dev_dir().join("demo-data-loaded");
         if !marker.exists() {
             eprintln!("==> loading demo data");
             load_demo_data(&base).await?;
             std::fs::write(&marker, "")?;
         }
-        print_banner(&base, &gateway);
+        print_banner(&base, &gateway, &broadcaster_url);
         tokio::signal::ctrl_c().await?;
         eprintln!("\n==> stopping");
+        drop(broadcaster);
+        drop(receiver);
         drop(public_gateway);
         drop(services_api);
         Ok::<(), anyhow::Error>(())
@@ -197,13 +254,15 @@ pub fn up() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(base: &str, gateway: &str) {
+fn print_banner(base: &str, gateway: &str, broadcaster: &str) {
     println!(
         "\nThe platform is running (Ctrl-C stops it; data stays in .dev/):\n\
          \n  public-gateway {gateway}   (anonymous entry: the public API, /services alias)\
          \n  services-api   {base}   (health {base}/health/ready, metrics {base}/metrics)\
          \n  PostgreSQL     postgres://postgres@127.0.0.1:{PG_PORT}/{DATABASE}\
-         \n  NATS           nats://127.0.0.1:{NATS_PORT}   (JetStream streams IC_EVENTS, IC_AUDIT)\
+         \n  broadcaster    {broadcaster}   (subscriptions {broadcaster}/subscriptions, dead letters {broadcaster}/dead-letters, metrics :{BROADCASTER_METRICS_PORT}/metrics)\
+         \n  webhooks       http://127.0.0.1:{RECEIVER_PORT}/webhooks   (a demo receiver: each delivery is printed below, signature checked)\
+         \n  NATS           nats://127.0.0.1:{NATS_PORT}   (JetStream streams IC_EVENTS, IC_AUDIT, IC_DELIVERIES, IC_DEAD_LETTERS)\
          \n\nTry:\
          \n  curl -s {gateway}/api/v1/services?limit=3\
          \n  curl -s '{gateway}/services/search?q=clinics'\
