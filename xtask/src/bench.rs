@@ -47,11 +47,15 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None => {
             services_list()?;
-            crate::bench_gateway::gateway()
+            crate::bench_gateway::gateway()?;
+            crate::bench_broadcaster::broadcaster()
         }
         Some("services-list") => services_list(),
         Some("gateway") => crate::bench_gateway::gateway(),
-        Some(other) => bail!("unknown benchmark {other:?} (available: services-list, gateway)"),
+        Some("broadcaster") => crate::bench_broadcaster::broadcaster(),
+        Some(other) => {
+            bail!("unknown benchmark {other:?} (available: services-list, gateway, broadcaster)")
+        }
     }
 }
 

@@ -68,19 +68,24 @@ pub fn ensure_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Python packages the test suite verifies against (the official Standard Webhooks
-/// library checks the broadcaster's signatures).
-pub const TEST_PYTHON_PACKAGES: [&str; 1] = ["standardwebhooks"];
+/// Python packages (pip name, module) the test suite verifies against: the official
+/// Standard Webhooks library checks the broadcaster's signatures.
+pub const TEST_PYTHON_PACKAGES: [(&str, &str); 1] = [("standardwebhooks", "standardwebhooks")];
 
-/// A Python virtual environment in `dir` with `packages` installed (created, with
-/// Debian's `python3-venv` if need be, on first use); returns its interpreter.
-pub fn python_venv(dir: &std::path::Path, packages: &[&str]) -> anyhow::Result<std::path::PathBuf> {
+/// A Python virtual environment in `dir` with `packages` (pip name, module) installed
+/// (created, with Debian's `python3-venv` if need be, on first use); returns its
+/// interpreter.
+pub fn python_venv(
+    dir: &std::path::Path,
+    packages: &[(&str, &str)],
+) -> anyhow::Result<std::path::PathBuf> {
     let python = dir.join("bin").join("python");
     let imports = packages
         .iter()
-        .map(|p| format!("import {p}"))
+        .map(|(_, module)| format!("import {module}"))
         .collect::<Vec<_>>()
         .join("; ");
+    let names: Vec<&str> = packages.iter().map(|(pip, _)| *pip).collect();
     let ready = || {
         Command::new(&python)
             .args(["-c", &imports])
@@ -90,7 +95,7 @@ pub fn python_venv(dir: &std::path::Path, packages: &[&str]) -> anyhow::Result<s
     if ready() {
         return Ok(python);
     }
-    eprintln!("==> creating a Python venv with {}", packages.join(" "));
+    eprintln!("==> creating a Python venv with {}", names.join(" "));
     let create = |dir: &std::path::Path| {
         Command::new("python3")
             .args(["-m", "venv", "--clear"])
@@ -131,11 +136,11 @@ pub fn python_venv(dir: &std::path::Path, packages: &[&str]) -> anyhow::Result<s
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .args(packages)
+        .args(&names)
         .status()
         .context("pip install")?;
     if !pip.success() || !ready() {
-        bail!("pip install {} failed", packages.join(" "));
+        bail!("pip install {} failed", names.join(" "));
     }
     Ok(python)
 }

@@ -9,6 +9,7 @@
 #![allow(clippy::disallowed_methods)] // xtask is a binary: it reads and sets child environments
 
 mod bench;
+mod bench_broadcaster;
 mod bench_gateway;
 mod deps;
 mod up;
