@@ -64,6 +64,19 @@ pub struct Burial<'a> {
     pub task_sequence: u64,
 }
 
+impl<'a> Burial<'a> {
+    /// A burial with no status and no error yet.
+    pub fn new(webhook_id: &'a str, attempts: u64, task_sequence: u64) -> Self {
+        Self {
+            webhook_id,
+            attempts,
+            last_status: None,
+            last_error: "",
+            task_sequence,
+        }
+    }
+}
+
 fn copy_trace_headers(from: Option<&HeaderMap>, to: &mut HeaderMap) {
     if let Some(from) = from {
         for name in ["traceparent", "tracestate", CORRELATION_ID_HEADER] {

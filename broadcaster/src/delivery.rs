@@ -23,7 +23,7 @@ use tokio::{sync::OwnedSemaphorePermit, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    dead_letters,
+    dead_letters::{self, Burial},
     domain::{breaker::Admission, retry, retry::RetrySchedule, signing::signature_header, ssrf},
     endpoints::Endpoint,
     metrics::Metrics,
@@ -351,20 +351,12 @@ impl Deliverer {
                     subscription = id,
                     "the endpoint answered 410 Gone: subscription disabled until the configuration is reloaded"
                 );
-                dead_letters::bury(
-                    &self.js,
-                    &self.metrics,
-                    &endpoint,
-                    &message,
-                    dead_letters::Burial {
-                        webhook_id: &head.id,
-                        attempts: attempt,
-                        last_status: Some(410),
-                        last_error: "410 Gone: the subscription was disabled",
-                        task_sequence: sequence,
-                    },
-                )
-                .await;
+                let burial = Burial {
+                    last_status: Some(410),
+                    last_error: "410 Gone: the subscription was disabled",
+                    ..Burial::new(&head.id, attempt, sequence)
+                };
+                dead_letters::bury(&self.js, &self.metrics, &endpoint, &message, burial).await;
             }
             Outcome::Failed {
                 status,
@@ -383,20 +375,13 @@ impl Deliverer {
                     }
                     None => {
                         tracing::warn!(subscription = id, webhook_id = %head.id, attempt, status, error = %error, "delivery failed for the last time; dead letter");
-                        dead_letters::bury(
-                            &self.js,
-                            &self.metrics,
-                            &endpoint,
-                            &message,
-                            dead_letters::Burial {
-                                webhook_id: &head.id,
-                                attempts: attempt,
-                                last_status: status,
-                                last_error: &error,
-                                task_sequence: sequence,
-                            },
-                        )
-                        .await;
+                        let burial = Burial {
+                            last_status: status,
+                            last_error: &error,
+                            ..Burial::new(&head.id, attempt, sequence)
+                        };
+                        dead_letters::bury(&self.js, &self.metrics, &endpoint, &message, burial)
+                            .await;
                     }
                 }
             }

@@ -56,12 +56,7 @@ async fn an_admin_write_becomes_a_webhook_the_official_library_verifies(pool: sq
     drop(conn);
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let backend = services_api::app(
-        services_api::AppState::new(pool.clone(), client.clone(), "development"),
-        services_api::health("development", pool.clone(), client.clone()),
-        ic_telemetry::HttpMetrics::default(),
-        ic_http::app_token::AppToken(None),
-    );
+    let backend = services_api::development_app(pool.clone(), client.clone());
     let token = CancellationToken::new();
     let relay = Relay::new(
         pool.clone(),

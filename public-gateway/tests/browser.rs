@@ -2,6 +2,8 @@
 //! origin and from another one; both fetch `/api/v1/services` through the gateway (served
 //! over TCP) in front of a real services-api.
 
+mod common;
+
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{Router, response::Html, routing::get};
@@ -38,32 +40,7 @@ async fn load(url: String) -> String {
 async fn a_page_from_an_allowed_origin_reads_the_api_and_another_origin_is_blocked(
     pool: sqlx::PgPool,
 ) {
-    let mut conn = pool.acquire().await.unwrap();
-    ic_migrations::up_all(&mut conn).await.expect("migrations");
-    drop(conn);
-    sqlx::query(
-        "INSERT INTO services.services (service_id, title, description, slug, category_id, delivery_mode, publishing_status, created_by)
-         VALUES (gen_random_uuid(), 'Browser check', 'Read by a browser.', 'browser-check', '00000000-0000-4000-8000-000000000001', 'mobile_service', 'published', 't')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    #[allow(clippy::disallowed_methods)]
-    let nats_url = std::env::var("NATS_URL").expect("NATS_URL from cargo xtask test");
-    let nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(nats_url)
-        .await
-        .unwrap();
-    let backend = services_api::app(
-        services_api::AppState::new(pool.clone(), nats.clone(), "development"),
-        services_api::health("development", pool.clone(), nats),
-        ic_telemetry::HttpMetrics::default(),
-        ic_http::app_token::AppToken(None),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, backend).await });
+    let backend_addr = common::services_api_with(&pool, "Browser check", "browser-check").await;
 
     let gateway_port = ic_testkit::free_port();
     let allowed = serve_page(gateway_port).await;

@@ -1,5 +1,7 @@
 //! The public gateway's pipeline against real HTTP upstreams on loopback.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -609,28 +611,7 @@ async fn health_reports_middleware_status_and_readiness_of_upstreams() {
 
 #[sqlx::test(migrations = false)]
 async fn through_the_gateway_a_real_services_api_answers(pool: sqlx::PgPool) {
-    let mut conn = pool.acquire().await.unwrap();
-    ic_migrations_up(&mut conn).await;
-    drop(conn);
-    #[allow(clippy::disallowed_methods)]
-    let nats_url = std::env::var("NATS_URL").expect("NATS_URL from cargo xtask test");
-    let nats = async_nats_connect(&nats_url).await;
-    let backend = services_api::app(
-        services_api::AppState::new(pool.clone(), nats.clone(), "development"),
-        services_api::health("development", pool.clone(), nats),
-        ic_telemetry::HttpMetrics::default(),
-        ic_http::app_token::AppToken(None),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, backend).await });
-    sqlx::query(
-        "INSERT INTO services.services (service_id, title, description, slug, category_id, delivery_mode, publishing_status, created_by)
-         VALUES (gen_random_uuid(), 'Gateway check', 'Seen through the gateway.', 'gateway-check', '00000000-0000-4000-8000-000000000001', 'mobile_service', 'published', 't')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    let addr = common::services_api_with(&pool, "Gateway check", "gateway-check").await;
     let router = gateway(&[("SERVICES_API_URL", format!("http://{addr}"))]);
     let res = call(&router, get("/api/v1/services")).await;
     assert_eq!(res.status, 200, "{}", res.body);
@@ -646,18 +627,6 @@ async fn through_the_gateway_a_real_services_api_answers(pool: sqlx::PgPool) {
     assert_eq!(res.body["error"]["service_name"], "services-api");
     let res = call(&router, get("/health/ready")).await;
     assert_eq!(res.body["checks"]["services-api"]["status"], "up");
-}
-
-async fn ic_migrations_up(conn: &mut sqlx::PgConnection) {
-    ic_migrations::up_all(conn).await.expect("migrations");
-}
-
-async fn async_nats_connect(url: &str) -> async_nats::Client {
-    async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(url)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -150,6 +150,17 @@ fn short(err: &sqlx::Error) -> &'static str {
     }
 }
 
+/// The router as a development deployment has it (no app token, its own metrics): for
+/// other crates' tests that need a real services-api.
+pub fn development_app(pool: PgPool, nats: async_nats::Client) -> Router {
+    app(
+        AppState::new(pool.clone(), nats.clone(), "development"),
+        health("development", pool, nats),
+        HttpMetrics::default(),
+        AppToken(None),
+    )
+}
+
 /// The router: the spec's routes behind the shared layers (outermost first: request
 /// context, panic guard, app token, metrics).
 pub fn app(state: AppState, health: Health, metrics: HttpMetrics, app_token: AppToken) -> Router {
