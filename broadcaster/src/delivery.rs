@@ -34,6 +34,9 @@ pub const USER_AGENT: &str = concat!("ic-broadcaster/", env!("CARGO_PKG_VERSION"
 /// NATS header carrying the correlation id (defined once, in the events library).
 pub use ic_events::CORRELATION_ID_HEADER;
 
+/// How long the fetch loop waits for more free permits before pulling (batching pulls
+/// under load; an idle subscription has all its permits free and never waits).
+const BATCH_GATHER: Duration = Duration::from_millis(1);
 /// How long one pull waits for tasks before asking again.
 const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// How long JetStream waits for a task's acknowledgement before handing it to another
@@ -224,6 +227,21 @@ impl Deliverer {
             while let Ok(permit) = endpoint.permits.clone().try_acquire_owned() {
                 permits.push(permit);
             }
+            // Under load, permits come back one at a time: gather a few more (for at
+            // most BATCH_GATHER) so one pull request fetches several tasks.
+            let wanted = (endpoint.subscription.max_concurrency as usize).div_ceil(2);
+            let gather_until = tokio::time::Instant::now() + BATCH_GATHER;
+            while permits.len() < wanted {
+                match tokio::time::timeout_at(
+                    gather_until,
+                    endpoint.permits.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(permit)) => permits.push(permit),
+                    _ => break,
+                }
+            }
             let batch = tokio::select! {
                 batch = bound.batch().max_messages(permits.len()).expires(FETCH_WAIT).messages() => batch,
                 () = token.cancelled() => break,
@@ -309,8 +327,8 @@ impl Deliverer {
             }
         }
         let started = Instant::now();
-        let call = self.call(&endpoint, &message, &head.id);
-        tokio::pin!(call);
+        // Boxed: the HTTP call's future is large, and this one is moved when spawned.
+        let mut call = Box::pin(self.call(&endpoint, &message, &head.id));
         let mut keepalive = tokio::time::interval_at(
             tokio::time::Instant::now() + keepalive_every,
             keepalive_every,

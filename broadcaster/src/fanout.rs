@@ -32,7 +32,7 @@ use crate::{
 /// The durable consumer all replicas share.
 pub const WORKERS_CONSUMER: &str = "broadcaster-workers";
 /// Events fanned out at once by one replica.
-const CONCURRENCY: usize = 64;
+const CONCURRENCY: usize = 256;
 
 /// The fields of an event the fan-out needs.
 #[derive(Debug, Deserialize)]

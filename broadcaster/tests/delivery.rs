@@ -471,3 +471,40 @@ async fn the_operating_routes_need_the_admin_token_when_one_is_set() {
     assert_eq!(bad.status(), 400);
     broadcaster.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_lets_calls_in_flight_finish_and_acknowledges_them() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::start(|_, _| Reply::Hold).await;
+    let subs = subscription("held", &receiver.url("/hook"), ", timeout: 60s");
+    let broadcaster = start(&nats.url(), &subs, &[]).await;
+    let js = common::jetstream(&nats.url()).await;
+    let event = publish(&js, "published").await;
+    receiver.wait_for("/hook", 1).await;
+    // Shutdown begins while the call is held; it completes once the endpoint answers.
+    broadcaster.token.cancel();
+    let healthz = broadcaster.url("/healthz");
+    ic_testkit::eventually(
+        Duration::from_secs(10),
+        "the operating port closed",
+        || async { reqwest::get(&healthz).await.is_err().then_some(()) },
+    )
+    .await;
+    receiver.release();
+    broadcaster.handle.await.unwrap().unwrap();
+    // Nothing is left for another replica: the task was acknowledged before exit.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("IC_DELIVERIES")
+        .await
+        .unwrap()
+        .get_consumer("deliveries-held")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "{info:?}");
+    assert_eq!(receiver.seen_at("/hook").len(), 1);
+    assert_eq!(
+        receiver.seen_at("/hook")[0].header("webhook-id"),
+        event.id.to_string()
+    );
+}
