@@ -508,3 +508,42 @@ async fn shutdown_lets_calls_in_flight_finish_and_acknowledges_them() {
         event.id.to_string()
     );
 }
+
+#[tokio::test]
+async fn with_loki_configured_the_broadcaster_ships_audit_records_too() {
+    let nats = NatsServer::start();
+    let loki = ic_testkit::fake_loki::FakeLoki::start().await;
+    let broadcaster = start(&nats.url(), "[]", &[("LOKI_URL", &loki.url())]).await;
+    let js = common::jetstream(&nats.url()).await;
+    let id = uuid::Uuid::new_v4();
+    let record = serde_json::json!({
+        "audit_id": uuid::Uuid::new_v4(),
+        "entity_type": "service",
+        "entity_id": id.to_string(),
+        "operation_type": "INSERT",
+        "audit_timestamp": chrono::Utc::now(),
+        "user_id": "editor-1",
+        "correlation_id": uuid::Uuid::new_v4().to_string(),
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "data_snapshot": {"before": null, "after": {"title": "Audited"}},
+        "environment": "development",
+        "service": "services-api",
+        "action": "created",
+    });
+    js.publish(
+        format!("audit.services-api.service.{id}"),
+        serde_json::to_vec(&record).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    ic_testkit::eventually(Duration::from_secs(30), "the record in Loki", || async {
+        loki.entries()
+            .iter()
+            .any(|e| e.line.contains(&id.to_string()))
+            .then_some(())
+    })
+    .await;
+    broadcaster.stop().await;
+}
