@@ -261,10 +261,13 @@ pub async fn replay(
         .get_stream(IC_DEAD_LETTERS)
         .await
         .map_err(|e| nats(e.into()))?;
-    let message = stream
-        .get_raw_message(sequence)
-        .await
-        .map_err(|_| ReplayError::NotFound(sequence))?;
+    let message = stream.get_raw_message(sequence).await.map_err(|e| {
+        if e.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound {
+            ReplayError::NotFound(sequence)
+        } else {
+            nats(e.into())
+        }
+    })?;
     let letter = describe(sequence, Some(&message.headers), &message.payload);
     if !configured(&letter.subscription_id) {
         return Err(ReplayError::UnknownSubscription(letter.subscription_id));

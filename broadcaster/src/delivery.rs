@@ -34,6 +34,10 @@ pub const USER_AGENT: &str = concat!("ic-broadcaster/", env!("CARGO_PKG_VERSION"
 /// NATS header carrying the correlation id (defined once, in the events library).
 pub use ic_events::CORRELATION_ID_HEADER;
 
+/// Unacknowledged tasks a subscription's consumer may have (those waiting for a retry
+/// included).
+const MAX_ACK_PENDING: i64 = 100_000;
+
 /// How long the fetch loop waits for more free permits before pulling (batching pulls
 /// under load; an idle subscription has all its permits free and never waits).
 const BATCH_GATHER: Duration = Duration::from_millis(1);
@@ -141,7 +145,9 @@ pub fn http_client(allow_private: bool) -> reqwest::Client {
         .user_agent(USER_AGENT)
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(256)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A proxy would resolve the target itself, around the SSRF guard.
+        .no_proxy();
     if !allow_private {
         builder = builder.dns_resolver(GuardedResolver);
     }
@@ -161,20 +167,29 @@ impl Deliverer {
         let name = consumer_name(id);
         ic_events::streams::ensure_all(&self.js, ic_events::streams::broadcaster()).await?;
         let stream = self.js.get_stream(IC_DELIVERIES).await?;
-        let consumer = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: task_subject(id),
-                    ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_wait: ack_wait(endpoint.subscription.timeout),
-                    max_ack_pending: i64::from(endpoint.subscription.max_concurrency) * 2,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let wanted = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: task_subject(id),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: ack_wait(endpoint.subscription.timeout),
+            // Tasks waiting for a delayed retry count as pending: a low limit would let
+            // a few long retries block every new task. The permits bound the work.
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        };
+        let mut consumer = stream.get_or_create_consumer(&name, wanted.clone()).await?;
+        let current = &consumer.cached_info().config;
+        if current.ack_wait != wanted.ack_wait || current.max_ack_pending != wanted.max_ack_pending
+        {
+            // The subscription's timeout changed since the consumer was created.
+            match stream.create_consumer(wanted).await {
+                Ok(updated) => consumer = updated,
+                Err(err) => {
+                    tracing::warn!(subscription = id, error = %err, "could not update the delivery consumer's settings; keeping the old ones")
+                }
+            }
+        }
         Ok(consumer)
     }
 
@@ -307,11 +322,15 @@ impl Deliverer {
         };
         let keepalive_every = keepalive(endpoint.subscription.timeout);
         // An open breaker makes the task wait, alive, without using up an attempt.
+        let mut last_keepalive = Instant::now();
         loop {
             match endpoint.breaker.admit(Instant::now()) {
                 Admission::Go => break,
                 Admission::WaitUntil(until) => {
-                    let _ = message.ack_with(AckKind::Progress).await;
+                    if last_keepalive.elapsed() >= keepalive_every / 2 {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                        last_keepalive = Instant::now();
+                    }
                     let wait = until
                         .saturating_duration_since(Instant::now())
                         .min(keepalive_every);
@@ -387,7 +406,9 @@ impl Deliverer {
                 self.metrics.request(id, class, seconds);
                 match self.schedule.delay_after(attempt) {
                     Some(scheduled) => {
-                        let delay = retry_after.unwrap_or(scheduled);
+                        // Retry-After is honoured as "not before"; it never shortens the
+                        // schedule (a `Retry-After: 0` must not burn every attempt).
+                        let delay = retry_after.map_or(scheduled, |asked| asked.max(scheduled));
                         tracing::info!(subscription = id, webhook_id = %head.id, attempt, status, error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; retry scheduled");
                         let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                     }

@@ -99,7 +99,7 @@ impl Endpoint {
         };
         json!({
             "id": s.id,
-            "url": s.url.as_str(),
+            "url": s.redacted_url(),
             "event_types": s.event_types,
             "headers": s.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
             "enabled": s.enabled,

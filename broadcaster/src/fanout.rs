@@ -42,6 +42,12 @@ struct EventHead {
     event_type: String,
 }
 
+/// An event id usable as `webhook-id` and in a `Nats-Msg-Id`: 1..=200 printable ASCII
+/// characters (an id with control characters could never be sent as a header).
+fn valid_id(id: &str) -> bool {
+    (1..=200).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The fan-out worker.
 #[derive(Debug, Clone)]
 pub struct Fanout {
@@ -129,7 +135,10 @@ impl Fanout {
     }
 
     async fn fan_out(&self, message: jetstream::Message) {
-        let Ok(head) = serde_json::from_slice::<EventHead>(&message.payload) else {
+        let head = serde_json::from_slice::<EventHead>(&message.payload)
+            .ok()
+            .filter(|head| valid_id(&head.id));
+        let Some(head) = head else {
             tracing::warn!(subject = %message.subject, "not a CloudEvent; terminated");
             self.metrics.processed(Processed::Invalid);
             let _ = message.ack_with(AckKind::Term).await;

@@ -175,7 +175,7 @@ impl App {
         );
         for endpoint in endpoints.iter() {
             metrics.add_subscription(endpoint.id());
-            tracing::info!(subscription = endpoint.id(), url = %endpoint.subscription.url, enabled = endpoint.subscription.enabled, "subscription loaded");
+            tracing::info!(subscription = endpoint.id(), url = %endpoint.subscription.redacted_url(), enabled = endpoint.subscription.enabled, "subscription loaded");
         }
         let bound = Arc::new(AtomicBool::new(false));
         let router = app(

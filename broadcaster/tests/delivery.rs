@@ -547,3 +547,78 @@ async fn with_loki_configured_the_broadcaster_ships_audit_records_too() {
     .await;
     broadcaster.stop().await;
 }
+
+#[tokio::test]
+async fn a_changed_timeout_updates_the_delivery_consumer_on_restart() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let before = start(
+        &nats.url(),
+        &subscription("t", &receiver.url("/hook"), ", timeout: 2s"),
+        &[],
+    )
+    .await;
+    before.stop().await;
+    let after = start(
+        &nats.url(),
+        &subscription("t", &receiver.url("/hook"), ", timeout: 20s"),
+        &[],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    publish(&js, "published").await;
+    receiver.wait_for("/hook", 1).await;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("IC_DELIVERIES")
+        .await
+        .unwrap()
+        .get_consumer("deliveries-t")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        info.config.ack_wait,
+        Duration::from_secs(30),
+        "the ack wait follows the new timeout (20 s + 10 s)"
+    );
+    after.stop().await;
+}
+
+#[tokio::test]
+async fn events_that_are_not_cloudevents_with_a_usable_id_are_set_aside() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("s", &receiver.url("/hook"), ""),
+        &[],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    for body in [
+        "not json".to_owned(),
+        serde_json::json!({"id": "bad\nid", "type": "org.internationalcenter.services.service.created"}).to_string(),
+    ] {
+        js.publish("ic.services.service.created", body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let good = publish(&js, "published").await;
+    let got = receiver.wait_for("/hook", 1).await;
+    assert_eq!(got[0].header("webhook-id"), good.id.to_string());
+    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
+    ic_testkit::eventually(
+        Duration::from_secs(10),
+        "two invalid events counted",
+        || async {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            text.contains(r#"broadcaster_messages_processed_total{result="invalid"} 2"#)
+                .then_some(())
+        },
+    )
+    .await;
+    broadcaster.stop().await;
+    assert_eq!(receiver.seen_at("/hook").len(), 1);
+}

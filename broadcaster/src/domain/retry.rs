@@ -11,6 +11,10 @@ pub const DEFAULT_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h,24h,24h";
 /// Jitter applied to every scheduled delay: ±20 %.
 pub const JITTER: f64 = 0.2;
 
+/// The longest a whole schedule may take, jitter included: well within the 7 days
+/// `IC_DELIVERIES` keeps a task, so none expires before it becomes a dead letter.
+const MAX_TOTAL: Duration = Duration::from_secs(6 * 86_400);
+
 /// Delays between attempts: after the n-th failed attempt the task waits `delays[n-1]`;
 /// after the last one it becomes a dead letter. So there are `delays.len() + 1` attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,13 @@ impl RetrySchedule {
             .collect::<Result<Vec<_>, _>>()?;
         if delays.is_empty() || delays.len() > 50 {
             return Err("between 1 and 50 delays".into());
+        }
+        let total: Duration = delays.iter().sum();
+        if total.mul_f64(1.0 + JITTER) > MAX_TOTAL {
+            return Err(
+                "delays adding up to at most 5 days (tasks are kept 7 days in IC_DELIVERIES)"
+                    .into(),
+            );
         }
         Ok(Self { delays })
     }
@@ -138,6 +149,10 @@ mod tests {
                 .contains("\"soon\"")
         );
         assert!(RetrySchedule::parse("8d").is_err());
+        assert!(
+            RetrySchedule::parse("3d,3d").is_err(),
+            "longer than the tasks are kept"
+        );
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
     }
 

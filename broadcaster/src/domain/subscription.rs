@@ -140,6 +140,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The URL for logs and reports: scheme, host and port only (paths and queries of
+    /// webhook URLs often carry tokens).
+    pub fn redacted_url(&self) -> String {
+        let origin = self.url.origin().ascii_serialization();
+        if self.url.path() == "/" && self.url.query().is_none() {
+            format!("{origin}/")
+        } else {
+            format!("{origin}/…")
+        }
+    }
+
     /// Whether an event of `event_type` goes to this subscription.
     pub fn wants(&self, event_type: &str) -> bool {
         self.event_types.iter().any(|f| f.matches(event_type))
@@ -403,6 +414,7 @@ mod tests {
         assert!(!subs[0].wants("org.internationalcenter.content.content.uploaded"));
         assert!(!subs[1].enabled);
         assert!(subs[1].wants("anything"), "no filter means every event");
+        assert_eq!(subs[0].redacted_url(), "https://crm.example.org/…");
         assert_eq!(subs[1].timeout, Duration::from_secs(30));
     }
 
