@@ -372,3 +372,6 @@ impl App {
         ic_gateway::serve::serve(self.listener, Arc::new(self.gateway), self.token).await
     }
 }
+
+// `main`: configuration, telemetry, build, run; the same for every service.
+ic_config::impl_service!(App, Config, SERVICE_NAME);

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use public_gateway::{App, config::Config};
+use public_gateway::App;
 
 /// mimalloc: request handling allocates many small, short-lived buffers, where it is
 /// markedly faster than glibc's allocator (measured by `cargo xtask bench gateway`).
@@ -9,28 +9,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // reqwest and sqlx use rustls without a default crypto provider (shared/STACK.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
     #[allow(clippy::disallowed_methods)] // the one place this binary reads its environment
-    let config = match Config::from_env(std::env::vars().collect()) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("public-gateway: configuration error: {err}");
-            return ExitCode::from(ic_config::EXIT_CONFIG);
-        }
-    };
-    let _telemetry = ic_telemetry::init(&config.telemetry());
-    let app = match App::build(config).await {
-        Ok(app) => app,
-        Err(err) => {
-            tracing::error!(error = %err, "public-gateway failed to start");
-            return ExitCode::FAILURE;
-        }
-    };
-    match app.run_until_stopped().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %err, "public-gateway stopped with an error");
-            ExitCode::FAILURE
-        }
-    }
+    ic_config::run_service::<App>(std::env::vars().collect()).await
 }

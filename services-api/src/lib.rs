@@ -271,3 +271,6 @@ impl App {
         served
     }
 }
+
+// `main`: configuration, telemetry, build, run; the same for every service.
+ic_config::impl_service!(App, Config, SERVICE_NAME);
