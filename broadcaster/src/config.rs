@@ -131,11 +131,13 @@ impl Config {
                 "a number from 1 to 1000",
             ));
         }
-        let breaker_cooldown = Duration::from_secs_f64(vars.parse_or(
-            "BROADCASTER_BREAKER_COOLDOWN_SECONDS",
-            "a number of seconds",
-            30.0,
-        )?);
+        const COOLDOWN: &str = "BROADCASTER_BREAKER_COOLDOWN_SECONDS";
+        const COOLDOWN_FORM: &str = "a number of seconds from 0.1 to 3600";
+        let breaker_cooldown =
+            Duration::try_from_secs_f64(vars.parse_or(COOLDOWN, COOLDOWN_FORM, 30.0)?)
+                .ok()
+                .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(d))
+                .ok_or_else(|| invalid(COOLDOWN, COOLDOWN_FORM))?;
         let allow_private_targets = vars.flag("BROADCASTER_ALLOW_PRIVATE_TARGETS", false)?;
         let admin_token = vars.secret("BROADCASTER_ADMIN_TOKEN");
         if environment == Environment::Production {
@@ -239,5 +241,14 @@ mod tests {
         assert!(err.to_string().contains("BROADCASTER_RETRY_SCHEDULE"));
         let err = Config::from_env(env(&[("BROADCASTER_SUBJECTS", "audit.>")])).unwrap_err();
         assert!(err.to_string().contains("BROADCASTER_SUBJECTS"));
+        for bad in ["-1", "NaN", "inf", "1e30", "0"] {
+            let err = Config::from_env(env(&[("BROADCASTER_BREAKER_COOLDOWN_SECONDS", bad)]))
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("BROADCASTER_BREAKER_COOLDOWN_SECONDS"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

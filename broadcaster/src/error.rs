@@ -14,6 +14,9 @@ pub enum BroadcasterError {
     /// NATS failed.
     #[error("NATS: {0}")]
     Nats(#[from] async_nats::Error),
+    /// The request itself is wrong.
+    #[error("{}", .0.message())]
+    Invalid(ApiError),
 }
 
 impl IntoResponse for BroadcasterError {
@@ -28,6 +31,7 @@ impl IntoResponse for BroadcasterError {
             Self::Replay(ReplayError::Nats(source)) | Self::Nats(source) => {
                 ApiError::unavailable(source).into_response()
             }
+            Self::Invalid(error) => error.into_response(),
         }
     }
 }

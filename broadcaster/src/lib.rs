@@ -29,7 +29,7 @@ use async_nats::{connection::State as NatsState, jetstream};
 use axum::{Router, middleware::from_fn_with_state, routing::get};
 use ic_audit::loki::{LokiClient, Shipper, ShipperConfig};
 use ic_health::{Check, Criticality, Health, HealthInfo};
-use ic_http::{context::request_context, fallback_not_found};
+use ic_http::{context::request_context, fallback_method_not_allowed, fallback_not_found};
 use ic_telemetry::track_http;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -102,6 +102,7 @@ pub fn app(
         .merge(health.worker_router())
         .merge(operating)
         .fallback(fallback_not_found)
+        .method_not_allowed_fallback(fallback_method_not_allowed)
         .layer(from_fn_with_state(metrics.http.clone(), track_http))
         .layer(ic_http::panic_guard())
         .layer(from_fn_with_state(SERVICE_NAME, request_context))

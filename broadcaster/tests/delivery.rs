@@ -61,6 +61,7 @@ async fn filters_choose_the_subscriptions_and_each_gets_its_own_copy() {
     let js = common::jetstream(&nats.url()).await;
     publish(&js, "created").await;
     let published = publish(&js, "published").await;
+    broadcaster.wait_fanned_out(2).await;
     receiver.wait_for("/all", 2).await;
     let only = receiver.wait_for("/published", 1).await;
     assert_eq!(only[0].header("webhook-id"), published.id.to_string());
@@ -221,6 +222,7 @@ async fn gone_disables_the_subscription() {
     .await;
     assert_eq!(subs["subscriptions"][0]["counters"]["dead_letters"], 1);
     publish(&js, "archived").await;
+    broadcaster.wait_fanned_out(2).await;
     let letters = get_json(&broadcaster.url("/dead-letters")).await;
     assert_eq!(letters["dead_letters"][0]["last_status"], 410);
     broadcaster.stop().await;
@@ -364,6 +366,13 @@ async fn an_open_breaker_makes_deliveries_wait_without_using_up_attempts() {
     .await;
     broadcaster.stop().await;
     let seen = receiver.seen();
+    let mut times: Vec<_> = seen.iter().map(|r| r.at).collect();
+    times.sort();
+    let longest_pause = times.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        longest_pause >= Duration::from_millis(400),
+        "the breaker paused the endpoint for its cool-down (retries are 50 ms apart): {longest_pause:?}"
+    );
     for letter in letters["dead_letters"].as_array().unwrap() {
         let id = letter["webhook_id"].as_str().unwrap();
         let calls = seen.iter().filter(|r| r.header("webhook-id") == id).count();
@@ -453,6 +462,13 @@ async fn the_operating_routes_need_the_admin_token_when_one_is_set() {
     assert_eq!(denied.status(), 401);
     let body: Value = denied.json().await.unwrap();
     assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+    let wrong_token = client
+        .get(broadcaster.url("/subscriptions"))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_token.status(), 401);
     let allowed = client
         .get(broadcaster.url("/subscriptions"))
         .bearer_auth("s3cret")
@@ -462,13 +478,50 @@ async fn the_operating_routes_need_the_admin_token_when_one_is_set() {
     assert_eq!(allowed.status(), 200);
     let health = client.get(broadcaster.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200, "health needs no token");
-    let bad = client
-        .get(broadcaster.url("/dead-letters?limit=0"))
+    let wrong = client
+        .post(broadcaster.url("/subscriptions"))
         .bearer_auth("s3cret")
         .send()
         .await
         .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(wrong.status(), 405);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
+    let not_a_sequence = client
+        .post(broadcaster.url("/dead-letters/abc/replay"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_a_sequence.status(), 400);
+    for (method, path) in [
+        (http::Method::GET, "/dead-letters?limit=0"),
+        (http::Method::GET, "/dead-letters?limit=abc"),
+        (http::Method::GET, "/dead-letters?colour=blue"),
+        (http::Method::GET, "/dead-letters?subscription_id=nobody"),
+        (http::Method::POST, "/dead-letters/0/replay"),
+        (
+            http::Method::POST,
+            "/dead-letters/replay?subscription_id=nobody",
+        ),
+    ] {
+        let bad = client
+            .request(method, broadcaster.url(path))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{path}");
+        let body: Value = bad.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{path}");
+    }
+    let missing = client
+        .post(broadcaster.url("/dead-letters/99/replay"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
     broadcaster.stop().await;
 }
 

@@ -27,7 +27,7 @@ use ic_gateway::{
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
 use ic_http::{app_token::OPEN_PATHS, context::in_request_context, guard_panics};
-use ic_telemetry::{HttpMetrics, metrics_handler, track};
+use ic_telemetry::{HttpMetrics, RouteLabel, metrics_handler, track};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -222,7 +222,8 @@ pub fn app(gateway: Gateway) -> PublicGateway {
                 )
             }),
         )
-        .fallback(ic_http::fallback_not_found);
+        .fallback(ic_http::fallback_not_found)
+        .method_not_allowed_fallback(ic_http::fallback_method_not_allowed);
     PublicGateway(Arc::new(Stages {
         gateway,
         security: SecurityHeaders::public(),
@@ -272,11 +273,18 @@ impl Stages {
     /// alias + route check → identity → proxy.
     async fn route(&self, request: Request, client: Client) -> Response {
         let path = request.uri().path();
-        if OPEN_PATHS.contains(&path) || path == OPENAPI_PATH {
-            return match self.local.clone().oneshot(request).await {
+        if let Some(local) = OPEN_PATHS
+            .iter()
+            .chain([&OPENAPI_PATH])
+            .find(|p| **p == path)
+        {
+            let mut response = match self.local.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
+            // The local router runs inside the metrics stage: name the route for it.
+            response.extensions_mut().insert(RouteLabel(local));
+            return response;
         }
         let gateway = &self.gateway;
         route_check(&gateway.route_check, request, |request, matched| {

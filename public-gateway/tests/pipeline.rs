@@ -605,8 +605,22 @@ async fn health_reports_middleware_status_and_readiness_of_upstreams() {
     assert_eq!(res.body["status"], "degraded");
     assert_eq!(res.body["checks"]["services-api"]["status"], "up");
     assert_eq!(res.body["checks"]["content-api"]["status"], "down");
+    let res = call(
+        &router,
+        http::Request::post("/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(res.status, 405);
+    assert_eq!(res.body["error"]["code"], "METHOD_NOT_ALLOWED");
     let res = call(&router, get("/metrics")).await;
     assert_eq!(res.status, 200);
+    let text = String::from_utf8_lossy(&res.bytes);
+    assert!(
+        text.contains(
+            r#"http_server_requests_total{method="GET",route="/health/ready",status="200"} 1"#
+        ),
+        "the gateway's own routes are labelled by their path: {text}"
+    );
 }
 
 #[sqlx::test(migrations = false)]

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::{
     AppState,
-    dead_letters::{self, MAX_LIST},
+    dead_letters::{self, MAX_LIST, ReplayError},
     error::BroadcasterError,
 };
 
@@ -69,6 +69,12 @@ async fn replay_dead_letter(
     State(state): State<AppState>,
     Path(seq): Path<u64>,
 ) -> Result<(StatusCode, Json<Value>), BroadcasterError> {
+    if seq == 0 {
+        return Err(BroadcasterError::Invalid(ApiError::validation(
+            "seq",
+            "stream sequences start at 1",
+        )));
+    }
     let endpoints = state.endpoints.clone();
     let letter = dead_letters::replay(&state.js, seq, |id| endpoints.get(id).is_some()).await?;
     Ok((
@@ -100,7 +106,14 @@ async fn replay_dead_letters(
         {
             Ok(done) => replayed.push(done.sequence),
             Err(err) => {
-                skipped.push(json!({ "sequence": letter.sequence, "reason": err.to_string() }))
+                let reason = match &err {
+                    ReplayError::Nats(source) => {
+                        tracing::warn!(sequence = letter.sequence, error = %source, "replay failed");
+                        "NATS unavailable".to_owned()
+                    }
+                    other => other.to_string(),
+                };
+                skipped.push(json!({ "sequence": letter.sequence, "reason": reason }));
             }
         }
     }

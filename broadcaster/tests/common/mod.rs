@@ -164,6 +164,17 @@ impl Running {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Waits until `n` events were fanned out (so what they lead to has been decided).
+    pub async fn wait_fanned_out(&self, n: u64) {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let line = format!(r#"broadcaster_messages_processed_total{{result="fanned_out"}} {n}"#);
+        ic_testkit::eventually(Duration::from_secs(30), &line, || async {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            text.lines().any(|l| l == line).then_some(())
+        })
+        .await;
+    }
+
     /// Stops it gracefully and waits until it has.
     pub async fn stop(self) {
         self.token.cancel();

@@ -158,13 +158,13 @@ where
         status = field::Empty,
         latency_ms = field::Empty,
     );
-    if !span.is_disabled() {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
-        span.record("route", route);
-    }
+    let matched = !span.is_disabled() && {
+        let route = request.extensions().get::<MatchedPath>();
+        if let Some(route) = route {
+            span.record("route", route.as_str());
+        }
+        route.is_some()
+    };
     // With OTLP export on, the exported span's ids become the request's trace ids.
     ctx.trace = ic_telemetry::link_span(&span, &ctx.trace);
     span.record("trace_id", field::display(ctx.trace.trace_id));
@@ -194,6 +194,15 @@ where
         if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
         }
+    }
+    if !matched {
+        // A gateway routes inside the request (no router around it): its route check
+        // labels the response instead.
+        let route = response
+            .extensions()
+            .get::<ic_telemetry::RouteLabel>()
+            .map_or("unmatched", |label| label.0);
+        span.record("route", route);
     }
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
