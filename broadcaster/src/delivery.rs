@@ -15,7 +15,6 @@ use async_nats::jetstream::{
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
 };
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use http::header;
 use ic_events::streams::IC_DELIVERIES;
 use serde::Deserialize;
@@ -27,6 +26,7 @@ use crate::{
     domain::{breaker::Admission, retry, retry::RetrySchedule, signing::signature_header, ssrf},
     endpoints::Endpoint,
     metrics::Metrics,
+    pull::{Pulled, Puller},
 };
 
 /// `User-Agent` of every webhook call.
@@ -38,11 +38,9 @@ pub use ic_events::CORRELATION_ID_HEADER;
 /// included).
 const MAX_ACK_PENDING: i64 = 100_000;
 
-/// How long the fetch loop waits for more free permits before pulling (batching pulls
-/// under load; an idle subscription has all its permits free and never waits).
+/// How long the pull loop waits for more free permits before asking for tasks (batching
+/// pulls under load; an idle subscription has all its permits free and never waits).
 const BATCH_GATHER: Duration = Duration::from_millis(1);
-/// How long one pull waits for tasks before asking again.
-const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// How long JetStream waits for a task's acknowledgement before handing it to another
 /// worker: the call's timeout and a margin. Calls in progress and tasks waiting behind an
 /// open breaker send keep-alives, so this only decides how soon the tasks of a crashed
@@ -162,7 +160,7 @@ async fn sleep_or_cancel(token: &CancellationToken, duration: Duration) {
 }
 
 impl Deliverer {
-    async fn bind(&self, endpoint: &Endpoint) -> Result<PullConsumer, async_nats::Error> {
+    async fn bind(&self, endpoint: &Endpoint) -> Result<(PullConsumer, Puller), async_nats::Error> {
         let id = endpoint.id();
         let name = consumer_name(id);
         ic_events::streams::ensure_all(&self.js, ic_events::streams::broadcaster()).await?;
@@ -190,30 +188,34 @@ impl Deliverer {
                 }
             }
         }
-        Ok(consumer)
+        let puller = Puller::new(&self.js, IC_DELIVERIES, &name).await?;
+        Ok((consumer, puller))
     }
 
     /// Delivers `endpoint`'s tasks until `token` is cancelled; then takes no new task and
     /// lets the calls in flight finish.
     pub async fn run(self: Arc<Self>, endpoint: Arc<Endpoint>, token: CancellationToken) {
         let mut tasks = JoinSet::new();
-        let mut consumer: Option<PullConsumer> = None;
+        let mut bound: Option<(PullConsumer, Puller)> = None;
         let mut backoff = Duration::from_millis(250);
         let mut last_pending = Instant::now() - Duration::from_secs(60);
+        // Free permits not asked for yet, and until when more are gathered.
+        let mut gathered: Vec<OwnedSemaphorePermit> = Vec::new();
+        let mut gather_until: Option<tokio::time::Instant> = None;
+        // Under load, permits come back one at a time: a pull waits for this many free
+        // permits (for at most BATCH_GATHER), so one request fetches several tasks.
+        let wanted = (endpoint.subscription.max_concurrency as usize)
+            .div_ceil(4)
+            .max(1);
         while !token.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            if !endpoint.active() {
-                sleep_or_cancel(&token, Duration::from_secs(1)).await;
-                continue;
-            }
-            if let Some(until) = endpoint.breaker.accepting(Instant::now()) {
-                sleep_or_cancel(&token, until.saturating_duration_since(Instant::now())).await;
-                continue;
-            }
-            let Some(bound) = consumer.as_mut() else {
+            let Some((consumer, puller)) = bound.as_mut() else {
+                // Permits gathered for a consumer that is gone are given back.
+                gathered.clear();
+                gather_until = None;
                 match self.bind(&endpoint).await {
-                    Ok(bound) => {
-                        consumer = Some(bound);
+                    Ok(pair) => {
+                        bound = Some(pair);
                         backoff = Duration::from_millis(250);
                     }
                     Err(err) => {
@@ -226,58 +228,39 @@ impl Deliverer {
             };
             if last_pending.elapsed() > Duration::from_secs(5) {
                 last_pending = Instant::now();
-                if let Ok(info) = bound.info().await {
+                if let Ok(info) = consumer.info().await {
                     self.metrics
                         .set_pending(&consumer_name(endpoint.id()), info.num_pending);
                 }
             }
-            let first = tokio::select! {
-                permit = endpoint.permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
+            // New tasks are asked for only while the subscription is active and its
+            // breaker lets calls through; tasks already asked for are still taken (they
+            // wait behind the breaker with keep-alives).
+            let paused_until = if endpoint.active() {
+                endpoint.breaker.accepting(Instant::now())
+            } else {
+                Some(Instant::now() + Duration::from_secs(1))
+            };
+            let pause = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                paused_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            ));
+            let gather_deadline = tokio::time::sleep_until(
+                gather_until
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
+            let mut ask = false;
+            tokio::select! {
                 () = token.cancelled() => break,
-            };
-            let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
-            while let Ok(permit) = endpoint.permits.clone().try_acquire_owned() {
-                permits.push(permit);
-            }
-            // Under load, permits come back one at a time: gather a few more (for at
-            // most BATCH_GATHER) so one pull request fetches several tasks.
-            let wanted = (endpoint.subscription.max_concurrency as usize).div_ceil(2);
-            let gather_until = tokio::time::Instant::now() + BATCH_GATHER;
-            while permits.len() < wanted {
-                match tokio::time::timeout_at(
-                    gather_until,
-                    endpoint.permits.clone().acquire_owned(),
-                )
-                .await
-                {
-                    Ok(Ok(permit)) => permits.push(permit),
-                    _ => break,
-                }
-            }
-            let batch = tokio::select! {
-                batch = bound.batch().max_messages(permits.len()).expires(FETCH_WAIT).messages() => batch,
-                () = token.cancelled() => break,
-            };
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::warn!(subscription = endpoint.id(), error = %err, "fetching delivery tasks failed; rebinding");
-                    consumer = None;
-                    sleep_or_cancel(&token, backoff).await;
-                    continue;
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    next = batch.next() => next,
-                    () = token.cancelled() => None,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        let Some(permit) = permits.pop() else { break };
+                pulled = puller.next() => match pulled {
+                    Pulled::Task(message, permit) => {
+                        let permit = match permit {
+                            Some(permit) => permit,
+                            // Arrived after its request was given up for lost.
+                            None => match endpoint.permits.clone().acquire_owned().await {
+                                Ok(permit) => permit,
+                                Err(_) => break,
+                            },
+                        };
                         tasks.spawn(self.clone().deliver(
                             endpoint.clone(),
                             message,
@@ -285,12 +268,40 @@ impl Deliverer {
                             token.clone(),
                         ));
                     }
-                    Some(Err(err)) => {
-                        tracing::debug!(subscription = endpoint.id(), error = %err, "pull ended");
-                        break;
+                    Pulled::Idle => {}
+                    Pulled::Broken(why) => {
+                        tracing::warn!(subscription = endpoint.id(), error = %why, "pulling delivery tasks failed; rebinding");
+                        bound = None;
+                        sleep_or_cancel(&token, backoff).await;
                     }
-                    None => break,
+                },
+                () = pause, if paused_until.is_some() => {}
+                permit = endpoint.permits.clone().acquire_owned(), if paused_until.is_none() => {
+                    let Ok(permit) = permit else { break };
+                    gathered.push(permit);
+                    while let Ok(permit) = endpoint.permits.clone().try_acquire_owned() {
+                        gathered.push(permit);
+                    }
+                    // With nothing asked for, ask at once; otherwise tasks still flow
+                    // through the requests in flight, and a few more permits are gathered.
+                    if gathered.len() >= wanted || puller.outstanding() == 0 {
+                        ask = true;
+                    } else {
+                        gather_until.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_GATHER);
+                    }
                 }
+                () = gather_deadline, if gather_until.is_some() => ask = true,
+            }
+            if ask {
+                gather_until = None;
+                if let Some((_, puller)) = bound.as_mut()
+                    && let Err(err) = puller.request(std::mem::take(&mut gathered)).await
+                {
+                    tracing::warn!(subscription = endpoint.id(), error = %err, "asking for delivery tasks failed; rebinding");
+                    bound = None;
+                    sleep_or_cancel(&token, backoff).await;
+                }
+                gathered.clear();
             }
         }
         // Graceful shutdown: the calls in flight finish and are acknowledged.

@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod error;
 pub mod fanout;
 pub mod metrics;
+pub mod pull;
 pub mod routes;
 
 use std::{
