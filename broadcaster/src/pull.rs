@@ -14,9 +14,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 /// How long one pull request waits on the server for tasks.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// Silence after which requests are presumed lost (a reconnect drops them without any
-/// answer) and the permits they hold are freed.
-const LOST_AFTER: Duration = Duration::from_secs(8);
+/// Silence past a request's expiry after which requests are presumed lost (a reconnect
+/// drops them without any answer) and the permits they hold are freed.
+const LOST_MARGIN: Duration = Duration::from_secs(3);
 
 /// What one pull brings (returned and matched at once, so not boxed).
 #[derive(Debug)]
@@ -48,6 +48,8 @@ pub struct Puller {
     subscriber: Subscriber,
     /// Permits of requested tasks not arrived yet.
     held: Vec<OwnedSemaphorePermit>,
+    /// How long each request waits on the server.
+    expires: Duration,
     /// When the server was last heard from, or last asked.
     last_heard: Instant,
 }
@@ -69,8 +71,16 @@ impl Puller {
             inbox,
             subscriber,
             held: Vec::new(),
+            expires: PULL_EXPIRES,
             last_heard: Instant::now(),
         })
+    }
+
+    /// Requests wait on the server this long (default [`PULL_EXPIRES`]).
+    #[must_use]
+    pub fn with_expiry(mut self, expires: Duration) -> Self {
+        self.expires = expires;
+        self
     }
 
     /// Tasks requested and not arrived yet.
@@ -85,7 +95,7 @@ impl Puller {
     ) -> Result<(), async_nats::Error> {
         let body = serde_json::to_vec(&PullRequest {
             batch: permits.len(),
-            expires: PULL_EXPIRES.as_nanos(),
+            expires: self.expires.as_nanos(),
         })?;
         self.client
             .publish_with_reply(self.next_subject.clone(), self.inbox.clone(), body.into())
@@ -101,7 +111,8 @@ impl Puller {
             let message = if self.held.is_empty() {
                 self.subscriber.next().await
             } else {
-                let lost_at = tokio::time::Instant::from_std(self.last_heard + LOST_AFTER);
+                let lost_at =
+                    tokio::time::Instant::from_std(self.last_heard + self.expires + LOST_MARGIN);
                 match tokio::time::timeout_at(lost_at, self.subscriber.next()).await {
                     Ok(message) => message,
                     Err(_) => {
