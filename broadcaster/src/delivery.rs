@@ -253,12 +253,18 @@ impl Deliverer {
                 () = token.cancelled() => break,
                 pulled = puller.next() => match pulled {
                     Pulled::Task(message, permit) => {
-                        let permit = match permit {
+                        let permit = match permit.or_else(|| gathered.pop()) {
                             Some(permit) => permit,
                             // Arrived after its request was given up for lost.
-                            None => match endpoint.permits.clone().acquire_owned().await {
-                                Ok(permit) => permit,
-                                Err(_) => break,
+                            None => tokio::select! {
+                                permit = endpoint.permits.clone().acquire_owned() => match permit {
+                                    Ok(permit) => permit,
+                                    Err(_) => break,
+                                },
+                                () = token.cancelled() => {
+                                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                                    break;
+                                }
                             },
                         };
                         tasks.spawn(self.clone().deliver(
@@ -273,6 +279,7 @@ impl Deliverer {
                         tracing::warn!(subscription = endpoint.id(), error = %why, "pulling delivery tasks failed; rebinding");
                         bound = None;
                         sleep_or_cancel(&token, backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
                     }
                 },
                 () = pause, if paused_until.is_some() => {}
@@ -290,7 +297,7 @@ impl Deliverer {
                         gather_until.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_GATHER);
                     }
                 }
-                () = gather_deadline, if gather_until.is_some() => ask = true,
+                () = gather_deadline, if gather_until.is_some() && paused_until.is_none() => ask = true,
             }
             if ask {
                 gather_until = None;
@@ -304,7 +311,11 @@ impl Deliverer {
                 gathered.clear();
             }
         }
-        // Graceful shutdown: the calls in flight finish and are acknowledged.
+        // Graceful shutdown: no new tasks (those already arrived go back at once); the
+        // calls in flight finish and are acknowledged.
+        if let Some((_, puller)) = bound.take() {
+            puller.close().await;
+        }
         while tasks.join_next().await.is_some() {}
     }
 

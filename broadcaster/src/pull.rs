@@ -5,17 +5,23 @@
 //! unlike one-shot batch fetches, no subscription is created per pull and a new pull
 //! never waits for the previous one to fill.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
-use async_nats::{Client, StatusCode, Subscriber, jetstream};
-use futures::StreamExt;
+use async_nats::{
+    Client, StatusCode, Subscriber,
+    jetstream::{self, AckKind},
+};
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// How long one pull request waits on the server for tasks.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// Silence past a request's expiry after which requests are presumed lost (a reconnect
-/// drops them without any answer) and the permits they hold are freed.
+/// Time past a request's expiry after which, unanswered, it is presumed lost (a reconnect
+/// drops requests without any answer) and the permits it holds are freed.
 const LOST_MARGIN: Duration = Duration::from_secs(3);
 
 /// What one pull brings (returned and matched at once, so not boxed).
@@ -38,6 +44,16 @@ struct PullRequest {
     expires: u128,
 }
 
+/// One pull request in flight.
+#[derive(Debug)]
+struct Request {
+    id: u64,
+    /// Permits of its tasks not arrived yet.
+    permits: Vec<OwnedSemaphorePermit>,
+    /// When it is given up for lost if the server never answered it.
+    lost_at: Instant,
+}
+
 /// The puller of one durable pull consumer.
 #[derive(Debug)]
 pub struct Puller {
@@ -46,16 +62,16 @@ pub struct Puller {
     next_subject: String,
     inbox: String,
     subscriber: Subscriber,
-    /// Permits of requested tasks not arrived yet.
-    held: Vec<OwnedSemaphorePermit>,
+    /// Requests in flight, oldest first (the server fills them in that order).
+    requests: VecDeque<Request>,
+    next_id: u64,
     /// How long each request waits on the server.
     expires: Duration,
-    /// When the server was last heard from, or last asked.
-    last_heard: Instant,
 }
 
 impl Puller {
-    /// Subscribes the inbox of `consumer` on `stream`.
+    /// Subscribes the inbox of `consumer` on `stream` (each request answers on its own
+    /// subject below it, so an expiry settles exactly its request).
     pub async fn new(
         js: &jetstream::Context,
         stream: &str,
@@ -63,16 +79,16 @@ impl Puller {
     ) -> Result<Self, async_nats::Error> {
         let client = js.client();
         let inbox = client.new_inbox();
-        let subscriber = client.subscribe(inbox.clone()).await?;
+        let subscriber = client.subscribe(format!("{inbox}.*")).await?;
         Ok(Self {
             client,
             js: js.clone(),
             next_subject: format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
             inbox,
             subscriber,
-            held: Vec::new(),
+            requests: VecDeque::new(),
+            next_id: 0,
             expires: PULL_EXPIRES,
-            last_heard: Instant::now(),
         })
     }
 
@@ -85,7 +101,7 @@ impl Puller {
 
     /// Tasks requested and not arrived yet.
     pub fn outstanding(&self) -> usize {
-        self.held.len()
+        self.requests.iter().map(|r| r.permits.len()).sum()
     }
 
     /// Asks for one task per permit.
@@ -93,41 +109,71 @@ impl Puller {
         &mut self,
         permits: Vec<OwnedSemaphorePermit>,
     ) -> Result<(), async_nats::Error> {
+        if permits.is_empty() {
+            return Ok(());
+        }
         let body = serde_json::to_vec(&PullRequest {
             batch: permits.len(),
             expires: self.expires.as_nanos(),
         })?;
+        let id = self.next_id;
+        self.next_id += 1;
         self.client
-            .publish_with_reply(self.next_subject.clone(), self.inbox.clone(), body.into())
+            .publish_with_reply(
+                self.next_subject.clone(),
+                format!("{}.{id}", self.inbox),
+                body.into(),
+            )
             .await?;
-        self.held.extend(permits);
-        self.last_heard = Instant::now();
+        self.requests.push_back(Request {
+            id,
+            permits,
+            lost_at: Instant::now() + self.expires + LOST_MARGIN,
+        });
         Ok(())
+    }
+
+    /// Ends request `id` (its unused permits are freed).
+    fn settle(&mut self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.requests.retain(|r| r.id != id);
+        }
     }
 
     /// The next task, or why there is none (cancel-safe).
     pub async fn next(&mut self) -> Pulled {
         loop {
-            let message = if self.held.is_empty() {
-                self.subscriber.next().await
-            } else {
-                let lost_at =
-                    tokio::time::Instant::from_std(self.last_heard + self.expires + LOST_MARGIN);
-                match tokio::time::timeout_at(lost_at, self.subscriber.next()).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        self.held.clear();
-                        return Pulled::Idle;
+            let message = match self.requests.iter().map(|r| r.lost_at).min() {
+                None => self.subscriber.next().await,
+                Some(lost_at) => {
+                    let lost_at = tokio::time::Instant::from_std(lost_at);
+                    match tokio::time::timeout_at(lost_at, self.subscriber.next()).await {
+                        Ok(message) => message,
+                        Err(_) => {
+                            // Never answered (a reconnect drops requests silently).
+                            let now = Instant::now();
+                            self.requests.retain(|r| r.lost_at > now);
+                            return Pulled::Idle;
+                        }
                     }
                 }
             };
             let Some(message) = message else {
                 return Pulled::Broken("the inbox subscription ended".into());
             };
-            self.last_heard = Instant::now();
+            let id = message
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|id| id.parse::<u64>().ok());
             match message.status {
                 None | Some(StatusCode::OK) => {
-                    let permit = self.held.pop();
+                    // Tasks carry their stream subject, not the request's: they fill the
+                    // oldest request first.
+                    let permit = self.requests.front_mut().and_then(|r| r.permits.pop());
+                    if self.requests.front().is_some_and(|r| r.permits.is_empty()) {
+                        self.requests.pop_front();
+                    }
                     return Pulled::Task(
                         jetstream::Message {
                             message,
@@ -137,32 +183,45 @@ impl Puller {
                     );
                 }
                 Some(StatusCode::IDLE_HEARTBEAT) => {}
-                Some(StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED) => {
+                Some(
+                    StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED | StatusCode::NOT_FOUND,
+                ) => {
                     let description = message.description.as_deref().unwrap_or_default();
                     if description.contains("Consumer Deleted")
                         || description.contains("Consumer is push based")
+                        || description.contains("Exceeded MaxRequest")
+                        || description.contains("Exceeded MaxWaiting")
                     {
-                        self.held.clear();
+                        self.requests.clear();
                         return Pulled::Broken(description.to_owned());
                     }
-                    // A request expired or was cut short: free the permits of the tasks it
-                    // did not bring.
-                    let unfilled = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Nats-Pending-Messages"))
-                        .and_then(|v| v.as_str().parse::<usize>().ok())
-                        .unwrap_or(self.held.len());
-                    let keep = self.held.len().saturating_sub(unfilled);
-                    self.held.truncate(keep);
+                    // Expired or cut short: the request is over, and the permits of the
+                    // tasks it did not bring are free.
+                    self.settle(id);
                 }
                 Some(status) => {
-                    self.held.clear();
+                    self.requests.clear();
                     return Pulled::Broken(format!(
                         "pull answered {status}: {}",
                         message.description.unwrap_or_default()
                     ));
                 }
+            }
+        }
+    }
+
+    /// Stops pulling: the inbox is closed, and tasks that arrived but were not taken go
+    /// back to the consumer at once (rather than after their ack wait).
+    pub async fn close(mut self) {
+        let _ = self.subscriber.unsubscribe().await;
+        self.requests.clear();
+        while let Some(Some(message)) = self.subscriber.next().now_or_never() {
+            if message.status.is_none() {
+                let task = jetstream::Message {
+                    message,
+                    context: self.js.clone(),
+                };
+                let _ = task.ack_with(AckKind::Nak(None)).await;
             }
         }
     }
