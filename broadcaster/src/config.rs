@@ -50,13 +50,6 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-fn invalid(name: &str, expected: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        name: name.to_owned(),
-        expected: expected.into(),
-    }
-}
-
 fn subscriptions(vars: &Env) -> Result<Vec<Subscription>, ConfigError> {
     if let Some(path) = vars.raw("WEBHOOK_SUBSCRIPTIONS_FILE") {
         if vars.raw("WEBHOOK_URL").is_some() {
@@ -65,7 +58,7 @@ fn subscriptions(vars: &Env) -> Result<Vec<Subscription>, ConfigError> {
             ));
         }
         let text = std::fs::read_to_string(path).map_err(|err| {
-            invalid(
+            ConfigError::invalid(
                 "WEBHOOK_SUBSCRIPTIONS_FILE",
                 format!("a readable YAML or JSON file ({path}: {err})"),
             )
@@ -85,7 +78,7 @@ fn subscriptions(vars: &Env) -> Result<Vec<Subscription>, ConfigError> {
         }),
         (Some(url), Some(secret)) => subscription::from_url(url, secret)
             .map(|s| vec![s])
-            .map_err(|err| invalid("WEBHOOK_URL/WEBHOOK_SECRET", err.message)),
+            .map_err(|err| ConfigError::invalid("WEBHOOK_URL/WEBHOOK_SECRET", err.message)),
     }
 }
 
@@ -108,7 +101,7 @@ impl Config {
             .unwrap_or("ic.>")
             .to_owned();
         if !subjects.starts_with("ic.") || subjects.contains(char::is_whitespace) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "BROADCASTER_SUBJECTS",
                 "a NATS subject filter within ic.> (e.g. ic.services.>)",
             ));
@@ -117,7 +110,7 @@ impl Config {
             vars.raw("BROADCASTER_RETRY_SCHEDULE")
                 .unwrap_or(DEFAULT_SCHEDULE),
         )
-        .map_err(|e| invalid("BROADCASTER_RETRY_SCHEDULE", e))?;
+        .map_err(|e| ConfigError::invalid("BROADCASTER_RETRY_SCHEDULE", e))?;
         let max_retry_after = Duration::from_secs(vars.parse_or(
             "BROADCASTER_MAX_RETRY_AFTER_SECONDS",
             "a number of seconds",
@@ -126,7 +119,7 @@ impl Config {
         let breaker_failures: u32 =
             vars.parse_or("BROADCASTER_BREAKER_FAILURES", "a number from 1 to 1000", 5)?;
         if !(1..=1000).contains(&breaker_failures) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "BROADCASTER_BREAKER_FAILURES",
                 "a number from 1 to 1000",
             ));
@@ -137,7 +130,7 @@ impl Config {
             Duration::try_from_secs_f64(vars.parse_or(COOLDOWN, COOLDOWN_FORM, 30.0)?)
                 .ok()
                 .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(d))
-                .ok_or_else(|| invalid(COOLDOWN, COOLDOWN_FORM))?;
+                .ok_or_else(|| ConfigError::invalid(COOLDOWN, COOLDOWN_FORM))?;
         let allow_private_targets = vars.flag("BROADCASTER_ALLOW_PRIVATE_TARGETS", false)?;
         let admin_token = vars.secret("BROADCASTER_ADMIN_TOKEN");
         if environment == Environment::Production {

@@ -234,18 +234,12 @@ impl App {
 
     /// The operating port.
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        ic_http::serve::bound_port(&self.listener)
     }
 
     /// The metrics port.
     pub fn metrics_port(&self) -> u16 {
-        self.metrics_listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        ic_http::serve::bound_port(&self.metrics_listener)
     }
 
     /// A token that stops the broadcaster when cancelled (as SIGTERM does).

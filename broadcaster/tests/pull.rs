@@ -1,6 +1,7 @@
 //! The credit puller against a real nats-server: a task arrives with the permit it was
 //! asked for under, and an expired request gives back the permits of the tasks it did
-//! not bring (otherwise an idle subscription would starve itself).
+//! not bring (otherwise an idle subscription would starve itself), and one the server
+//! never answers (a restart forgets it) is given up with its permits freed.
 
 mod common;
 
@@ -88,4 +89,24 @@ async fn expired_requests_free_their_permits_and_tasks_come_with_theirs() {
     assert_eq!(permits.available_permits(), 2, "the task still holds one");
     drop(permit);
     assert_eq!(permits.available_permits(), 3);
+}
+
+#[tokio::test]
+async fn a_request_the_server_never_answers_gives_its_permits_back() {
+    let mut nats = NatsServer::start();
+    let js = common::jetstream(&nats.url()).await;
+    let mut puller = puller(&js).await.with_expiry(Duration::from_secs(1));
+    let permits = Arc::new(Semaphore::new(2));
+    let asked: Vec<_> = (0..2)
+        .map(|_| permits.clone().try_acquire_owned().unwrap())
+        .collect();
+    puller.request(asked).await.unwrap();
+    // The server goes away before the request expires: no answer will ever come.
+    nats.stop();
+    let pulled = tokio::time::timeout(Duration::from_secs(30), puller.next())
+        .await
+        .expect("the request is given up for lost");
+    assert!(matches!(pulled, Pulled::Idle), "{pulled:?}");
+    assert_eq!(puller.outstanding(), 0);
+    assert_eq!(permits.available_permits(), 2);
 }

@@ -42,10 +42,10 @@ fn http_url(vars: &Env, name: &str, default: &str) -> Result<String, ConfigError
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
             Ok(value.to_owned())
         }
-        _ => Err(ConfigError::Invalid {
-            name: name.into(),
-            expected: "an http(s) URL such as http://127.0.0.1:8080".into(),
-        }),
+        _ => Err(ConfigError::invalid(
+            name,
+            "an http(s) URL such as http://127.0.0.1:8080",
+        )),
     }
 }
 
@@ -85,12 +85,12 @@ impl Config {
             let ok = url::Url::parse(origin)
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/");
             if !ok || origin == "*" {
-                return Err(ConfigError::Invalid {
-                    name: "PUBLIC_WEBSITE_ORIGINS".into(),
-                    expected: format!(
+                return Err(ConfigError::invalid(
+                    "PUBLIC_WEBSITE_ORIGINS",
+                    format!(
                         "a comma list of exact origins such as https://example.org (not {origin:?})"
                     ),
-                });
+                ));
             }
         }
         let rate_limit_per_minute: u32 = vars.parse_or(
@@ -99,27 +99,24 @@ impl Config {
             1000,
         )?;
         if !(1..=1_000_000).contains(&rate_limit_per_minute) {
-            return Err(ConfigError::Invalid {
-                name: "PUBLIC_RATE_LIMIT_PER_MINUTE".into(),
-                expected: "a number of requests (1-1000000)".into(),
-            });
+            return Err(ConfigError::invalid(
+                "PUBLIC_RATE_LIMIT_PER_MINUTE",
+                "a number of requests (1-1000000)",
+            ));
         }
-        let trusted_proxies = TrustedProxies::parse(
-            vars.raw("TRUSTED_PROXIES").unwrap_or_default(),
-        )
-        .map_err(|e| ConfigError::Invalid {
-            name: "TRUSTED_PROXIES".into(),
-            expected: format!("a comma list of CIDRs ({e})"),
-        })?;
+        let trusted_proxies =
+            TrustedProxies::parse(vars.raw("TRUSTED_PROXIES").unwrap_or_default()).map_err(
+                |e| ConfigError::invalid("TRUSTED_PROXIES", format!("a comma list of CIDRs ({e})")),
+            )?;
         let rate_limit_redis_url = vars.raw("RATE_LIMIT_REDIS_URL").map(str::to_owned);
         if let Some(url) = &rate_limit_redis_url
             && !url::Url::parse(url)
                 .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some())
         {
-            return Err(ConfigError::Invalid {
-                name: "RATE_LIMIT_REDIS_URL".into(),
-                expected: "a redis:// or rediss:// URL".into(),
-            });
+            return Err(ConfigError::invalid(
+                "RATE_LIMIT_REDIS_URL",
+                "a redis:// or rediss:// URL",
+            ));
         }
         let app_api_token = vars.secret("APP_API_TOKEN");
         if environment == Environment::Production && app_api_token.is_none() {

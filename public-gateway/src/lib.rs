@@ -362,10 +362,7 @@ impl App {
 
     /// The bound port.
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        ic_http::serve::bound_port(&self.listener)
     }
 
     /// A token that stops the gateway when cancelled.

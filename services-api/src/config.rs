@@ -48,10 +48,10 @@ impl Config {
             DEV_DATABASE_URL,
         )?;
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(ConfigError::Invalid {
-                name: "DATABASE_URL".into(),
-                expected: "postgres://user:password@host:port/database".into(),
-            });
+            return Err(ConfigError::invalid(
+                "DATABASE_URL",
+                "postgres://user:password@host:port/database",
+            ));
         }
         let nats_url = vars.required_outside_dev(
             environment,
@@ -74,10 +74,10 @@ impl Config {
             10,
         )?;
         if !(1..=1000).contains(&database_max_connections) {
-            return Err(ConfigError::Invalid {
-                name: "DATABASE_MAX_CONNECTIONS".into(),
-                expected: "a number of connections (1-1000)".into(),
-            });
+            return Err(ConfigError::invalid(
+                "DATABASE_MAX_CONNECTIONS",
+                "a number of connections (1-1000)",
+            ));
         }
         let loki = LokiConfig::from_env(&vars)?;
         Ok(Self {

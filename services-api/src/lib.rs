@@ -241,10 +241,7 @@ impl App {
 
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        ic_http::serve::bound_port(&self.listener)
     }
 
     /// A token that stops the service when cancelled (as SIGTERM does).

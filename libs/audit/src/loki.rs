@@ -63,18 +63,18 @@ impl LokiConfig {
             return Ok(None);
         };
         if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
-            return Err(ConfigError::Invalid {
-                name: "LOKI_URL".into(),
-                expected: "an http(s) URL such as http://loki:3100".into(),
-            });
+            return Err(ConfigError::invalid(
+                "LOKI_URL",
+                "an http(s) URL such as http://loki:3100",
+            ));
         }
         let username = vars.raw("LOKI_USERNAME").map(str::to_owned);
         let api_key = vars.secret("LOKI_API_KEY");
         if username.is_some() != api_key.is_some() {
-            return Err(ConfigError::Invalid {
-                name: "LOKI_USERNAME/LOKI_API_KEY".into(),
-                expected: "both set (Grafana Cloud basic auth) or both unset".into(),
-            });
+            return Err(ConfigError::invalid(
+                "LOKI_USERNAME/LOKI_API_KEY",
+                "both set (Grafana Cloud basic auth) or both unset",
+            ));
         }
         Ok(Some(Self {
             url: url.to_owned(),

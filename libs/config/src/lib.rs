@@ -73,6 +73,16 @@ pub enum ConfigError {
     Unsafe(String),
 }
 
+impl ConfigError {
+    /// `name` is present but not of the `expected` form.
+    pub fn invalid(name: &str, expected: impl Into<String>) -> Self {
+        Self::Invalid {
+            name: name.to_owned(),
+            expected: expected.into(),
+        }
+    }
+}
+
 /// The exit code for configuration errors.
 pub const EXIT_CONFIG: u8 = 2;
 
@@ -111,12 +121,7 @@ impl Env {
     /// A parsed optional value.
     pub fn parse<T: FromStr>(&self, name: &str, expected: &str) -> Result<Option<T>, ConfigError> {
         self.raw(name)
-            .map(|v| {
-                v.parse().map_err(|_| ConfigError::Invalid {
-                    name: name.to_owned(),
-                    expected: expected.to_owned(),
-                })
-            })
+            .map(|v| v.parse().map_err(|_| ConfigError::invalid(name, expected)))
             .transpose()
     }
 
@@ -136,10 +141,7 @@ impl Env {
             None => Ok(default),
             Some("true" | "1" | "yes" | "on") => Ok(true),
             Some("false" | "0" | "no" | "off") => Ok(false),
-            Some(_) => Err(ConfigError::Invalid {
-                name: name.to_owned(),
-                expected: "true or false".to_owned(),
-            }),
+            Some(_) => Err(ConfigError::invalid(name, "true or false")),
         }
     }
 

@@ -7,6 +7,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The port `listener` is bound to (0 if it cannot say), e.g. after binding port 0.
+pub fn bound_port(listener: &TcpListener) -> u16 {
+    listener.local_addr().map(|a| a.port()).unwrap_or_default()
+}
+
 /// Resolves on SIGTERM or Ctrl-C and cancels `token`; resolves at once if `token` is
 /// cancelled by someone else.
 pub async fn shutdown_signal(token: CancellationToken) {
