@@ -278,7 +278,8 @@ impl Stages {
             .chain([&OPENAPI_PATH])
             .find(|p| **p == path)
         {
-            let mut response = match self.local.clone().oneshot(request).await {
+            // Boxed, like the proxy call below: the router's future is large.
+            let mut response = match Box::pin(self.local.clone().oneshot(request)).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };

@@ -1,17 +1,17 @@
-//! The floor for a hyper-based gateway, measured by `cargo xtask bench gateway`: a bare
-//! hyper proxy (no pipeline, no checks) that adds the same request and response headers
-//! as public-gateway, so the difference to it is what the pipeline's work costs.
+//! The floor for the gateway as built (hyper's HTTP/1.1 server, the kit's upstream
+//! client), measured by `cargo xtask bench gateway`: a bare proxy (no pipeline, no
+//! checks) that adds the same request and response headers as public-gateway, so the
+//! difference to it is what the pipeline's work costs.
 //!
 //! Usage: `bare_proxy <port> <upstream base URL>`.
 #![allow(clippy::disallowed_methods)] // a benchmark tool reads its arguments
 
-use std::convert::Infallible;
+use std::{convert::Infallible, time::Duration};
 
+use axum::body::Body;
 use hyper::{body::Incoming, header::HeaderValue, server::conn::http1, service::service_fn};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
+use ic_gateway::upstream::UpstreamClient;
 
 const REQUEST_HEADERS: [(&str, &str); 6] = [
     (
@@ -53,11 +53,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().and_then(|p| p.parse().ok()).expect("a port");
     let upstream = args.next().expect("an upstream base URL");
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build(connector);
+    let client = UpstreamClient::new(Duration::from_secs(2), Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
@@ -69,7 +65,8 @@ async fn main() {
         let client = client.clone();
         let upstream = upstream.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+            let service = service_fn(move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(Body::new);
                 let client = client.clone();
                 let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
                 let uri = format!("{upstream}{path}");
@@ -80,7 +77,7 @@ async fn main() {
                             .headers_mut()
                             .insert(name, HeaderValue::from_static(value));
                     }
-                    let response = client.request(request).await.map(|mut response| {
+                    let response = client.send(request).await.map(|mut response| {
                         for (name, value) in RESPONSE_HEADERS {
                             response
                                 .headers_mut()

@@ -7,7 +7,8 @@
 //! - [`cors`], [`security`]: CORS and security headers.
 //! - [`client_ip`], [`rate_limit`]: the client's IP behind trusted proxies, GCRA limits.
 //! - [`identity`]: the identity extension point (anonymous by default).
-//! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar.
+//! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar, on
+//!   [`upstream`]'s pooled HTTP/1.1 client.
 //! - [`gate`]: the route check and the proxy handler glued together.
 //! - [`serve`]: HTTP/1.1 serving of a [`serve::Pipeline`] with graceful shutdown.
 //!
@@ -25,3 +26,4 @@ pub mod rate_limit;
 pub mod routes;
 pub mod security;
 pub mod serve;
+pub mod upstream;

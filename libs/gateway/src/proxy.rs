@@ -1,4 +1,5 @@
-//! The streaming reverse proxy: pooled keep-alive connections, bodies streamed both ways
+//! The streaming reverse proxy: pooled keep-alive connections ([`crate::upstream`]),
+//! bodies streamed both ways
 //! (never buffered), hop-by-hop headers stripped, `X-Forwarded-*` set, trace context and
 //! correlation id forwarded, `dapr-api-token` added, connect and response timeouts.
 //! Upstream refused → 502, timeout → 504, upstream errors passed through.
@@ -13,17 +14,16 @@ use axum::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use http_body_util::LengthLimitError;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use ic_http::{
     ApiError, ErrorCode, RequestContext, Secret,
     headers::{DAPR_API_TOKEN, X_CORRELATION_ID, X_REQUEST_ID},
 };
 use ic_telemetry::TRACEPARENT;
 
-use crate::client_ip;
+use crate::{
+    client_ip,
+    upstream::{UpstreamClient, UpstreamError},
+};
 
 /// How upstreams are addressed.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ pub struct ProxyConfig {
 /// The proxy: a pooled HTTP/1.1 client.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
     config: ProxyConfig,
 }
 
@@ -144,31 +144,10 @@ fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'sta
     false
 }
 
-/// Whether a client error was a (connect) timeout rather than a refusal.
-fn caused_by_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            || e.to_string().contains("timed out")
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
 impl Proxy {
     /// A proxy with a pooled client.
     pub fn new(config: ProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let client = UpstreamClient::new(config.connect_timeout, Duration::from_secs(60));
         Self { client, config }
     }
 
@@ -257,7 +236,7 @@ impl Proxy {
         let upstream_request = http::Request::from_parts(parts, body);
         match tokio::time::timeout(
             timeout.unwrap_or(self.config.response_timeout),
-            self.client.request(upstream_request),
+            self.client.send(upstream_request),
         )
         .await
         {
@@ -266,23 +245,27 @@ impl Proxy {
                 "the upstream did not answer in time",
             )
             .into_response(),
-            Ok(Err(err)) => {
+            Ok(Err(UpstreamError::RequestBody(err))) => {
                 if caused_by::<LengthLimitError>(&err) {
                     // A chunked body that outgrew the limit while being streamed up.
-                    return ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
-                        .into_response();
-                }
-                tracing::warn!(upstream = app_id, error = %err, "upstream request failed");
-                if caused_by_timeout(&err) {
+                    ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+                        .into_response()
+                } else {
                     ApiError::new(
-                        ErrorCode::GatewayTimeout,
-                        "the upstream did not answer in time",
+                        ErrorCode::ValidationError,
+                        "the request body broke off before its end",
                     )
                     .into_response()
-                } else {
-                    ApiError::new(ErrorCode::BadGateway, "the upstream is unavailable")
-                        .into_response()
                 }
+            }
+            Ok(Err(UpstreamError::ConnectTimeout)) => ApiError::new(
+                ErrorCode::GatewayTimeout,
+                "the upstream did not answer in time",
+            )
+            .into_response(),
+            Ok(Err(err)) => {
+                tracing::warn!(upstream = app_id, error = %err, "upstream request failed");
+                ApiError::new(ErrorCode::BadGateway, "the upstream is unavailable").into_response()
             }
             Ok(Ok(response)) => {
                 let (mut parts, incoming) = response.into_parts();

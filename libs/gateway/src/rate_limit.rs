@@ -315,7 +315,9 @@ impl Limiter {
     pub async fn check(&self, key: &str) -> Decision {
         match self {
             Self::Local(gcra) => gcra.check(key, Instant::now()),
-            Self::Shared(shared) => shared.check(key).await,
+            // Boxed: the Redis call's future is large, and every request's future would
+            // carry its size (and copy it) even when limiting in-process.
+            Self::Shared(shared) => Box::pin(shared.check(key)).await,
         }
     }
 }

@@ -113,9 +113,10 @@ impl RequestContext {
             .map_or("anonymous", |i| i.user_id.as_str())
     }
 
-    /// Runs `fut` with this context as the task's current one.
-    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
-        CURRENT.scope(self, fut).await
+    /// Runs `fut` with this context as the task's current one. (Not an `async fn`, which
+    /// would hold `fut` twice.)
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
     }
 }
 

@@ -237,12 +237,14 @@ pub fn panic_guard()
 
 /// [`panic_guard`] for pipelines composed without middleware layers: a panic while
 /// polling `fut` becomes a 500 envelope.
-pub async fn guard_panics<Fut: Future<Output = Response>>(fut: Fut) -> Response {
+///
+/// A plain function, not an `async fn`: an `async fn` would keep `fut` as an argument
+/// next to the future awaiting it, doubling the size of every request's future.
+pub fn guard_panics<Fut: Future<Output = Response>>(fut: Fut) -> impl Future<Output = Response> {
     use futures::FutureExt;
     std::panic::AssertUnwindSafe(fut)
         .catch_unwind()
-        .await
-        .unwrap_or_else(panic_response)
+        .map(|result| result.unwrap_or_else(panic_response))
 }
 
 /// Router fallback: 404 in the envelope for paths no route matches.

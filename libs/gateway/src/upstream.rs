@@ -1,0 +1,680 @@
+//! The proxy's HTTP/1.1 client: one pool of idle keep-alive connections per upstream
+//! authority, the request written by us (our own framing, never the client's), the
+//! response head parsed with `httparse` and its body streamed straight from the socket.
+//!
+//! Why not hyper's pooled client: it runs each connection as its own task and hands every
+//! request to it through channels, which cost more per request than everything else the
+//! gateway does (`cargo xtask bench gateway`). Here the request's own task does the I/O,
+//! and a connection goes back to the pool the moment its response body has been read.
+//!
+//! Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304; `Transfer-Encoding`
+//! ending in `chunked` is decoded (and wins over `Content-Length`); conflicting
+//! `Content-Length`s are refused; otherwise the body lasts until the upstream closes, and
+//! such a connection is not reused. A reused connection that turns out closed before any
+//! response byte is retried once on a fresh one when the request had no body.
+
+use std::{
+    collections::HashMap,
+    io,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+
+use axum::body::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::{
+    io::{AsyncRead, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Largest response head accepted from an upstream.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most response headers accepted from an upstream.
+const MAX_HEADERS: usize = 128;
+/// Read buffer size, and how much more is asked of the socket once it is used up.
+const READ_CHUNK: usize = 16 * 1024;
+/// Idle connections kept per upstream.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+
+/// Why an upstream call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The URI has no `http` authority.
+    #[error("not an http:// upstream URI: {0}")]
+    Uri(String),
+    /// No connection within the connect timeout.
+    #[error("connecting to the upstream timed out")]
+    ConnectTimeout,
+    /// Refused, unreachable, reset.
+    #[error("upstream connection failed: {0}")]
+    Io(#[from] io::Error),
+    /// The upstream answered something that is not HTTP/1.1.
+    #[error("invalid upstream response: {0}")]
+    Protocol(&'static str),
+    /// The client's request body failed while it was streamed up (too large, cut off).
+    #[error("request body: {0}")]
+    RequestBody(#[source] axum::Error),
+}
+
+/// The pooled client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Idle connections to one authority, most recently used last.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Mutex<Vec<(TcpStream, Instant)>>,
+}
+
+impl Pool {
+    fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((stream, since)) = idle.pop() {
+            if since.elapsed() < idle_timeout {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn put(&self, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_UPSTREAM {
+            idle.push((stream, Instant::now()));
+        }
+    }
+}
+
+impl UpstreamClient {
+    /// A client with these timeouts (connect; how long a connection may sit idle).
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pools: Mutex::default(),
+                connect_timeout,
+                idle_timeout,
+            }),
+        }
+    }
+
+    fn pool(&self, authority: &str) -> Arc<Pool> {
+        let mut pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
+        match pools.get(authority) {
+            Some(pool) => pool.clone(),
+            None => pools.entry(authority.to_owned()).or_default().clone(),
+        }
+    }
+
+    async fn connect(&self, authority: &str) -> Result<TcpStream, UpstreamError> {
+        let stream =
+            tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(authority))
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout)??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Sends `request` (absolute `http://` URI) and returns the response once its head has
+    /// arrived; the body streams from the connection as it is read.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (parts, body) = request.into_parts();
+        let authority = match (parts.uri.scheme_str(), parts.uri.authority()) {
+            (Some("http"), Some(authority)) => authority.as_str(),
+            _ => return Err(UpstreamError::Uri(parts.uri.to_string())),
+        };
+        let pool = self.pool(authority);
+        let size = body.size_hint();
+        let has_body = !(size.exact() == Some(0) || body.is_end_stream());
+        let head = request_head(&parts, authority, &size, has_body);
+        let head_request = parts.method == Method::HEAD;
+
+        // Only a request that can safely be sent twice is retried on a fresh connection
+        // when a reused one turns out closed; any other first checks the one it reuses.
+        let retryable = !has_body && parts.method.is_idempotent();
+        let mut body = Some(body);
+        let mut fresh = false;
+        loop {
+            let pooled = if fresh {
+                None
+            } else {
+                pool.take(self.inner.idle_timeout)
+            };
+            let (mut stream, reused) = match pooled {
+                Some(stream) if retryable || alive(&stream) => (stream, true),
+                _ => (self.connect(authority).await?, false),
+            };
+            let written = write_request(
+                &mut stream,
+                &head,
+                if has_body { body.take() } else { None },
+            )
+            .await;
+            let result = match written {
+                Ok(()) => read_head(&mut stream, head_request).await,
+                Err(WriteError::Body(err)) => return Err(UpstreamError::RequestBody(err)),
+                // The upstream may have answered early and closed (e.g. 413 before the
+                // whole body): its answer is still worth reading.
+                Err(WriteError::Io(err)) => match read_head(&mut stream, head_request).await {
+                    Err(ReadError::Closed) => Err(ReadError::Io(err)),
+                    other => other,
+                },
+            };
+            match result {
+                Ok((response, framing, buf, keep_alive)) => {
+                    let body = UpstreamBody::new(stream, buf, framing, keep_alive, pool);
+                    return Ok(response.map(|()| body));
+                }
+                Err(ReadError::Closed | ReadError::Io(_)) if reused && retryable => {
+                    fresh = true;
+                }
+                Err(ReadError::Closed) => {
+                    return Err(UpstreamError::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Err(ReadError::Io(err)) => return Err(UpstreamError::Io(err)),
+                Err(ReadError::Protocol(why)) => return Err(UpstreamError::Protocol(why)),
+            }
+        }
+    }
+}
+
+/// Whether an idle connection is still open (nothing to read, no EOF).
+fn alive(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// The request line and headers, with our own framing and `Host`.
+fn request_head(
+    parts: &http::request::Parts,
+    authority: &str,
+    size: &SizeHint,
+    has_body: bool,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(1024);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(authority.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if matches!(
+            *name,
+            header::HOST | header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+        ) {
+            continue;
+        }
+        push_header(&mut head, name, value);
+    }
+    match (has_body, size.exact()) {
+        (true, Some(len)) => {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(len.to_string().as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        (true, None) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // An empty body still says so where the method usually carries one.
+        (false, _) if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => {
+            head.extend_from_slice(b"content-length: 0\r\n");
+        }
+        (false, _) => {}
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+enum WriteError {
+    Io(io::Error),
+    Body(axum::Error),
+}
+
+/// Writes the head, then the body (`Content-Length` when its size is known, chunked
+/// otherwise). A body that fails or does not match its declared size leaves the request
+/// unfinished, so the upstream never takes a truncated body for a whole one.
+async fn write_request(
+    stream: &mut TcpStream,
+    head: &[u8],
+    body: Option<Body>,
+) -> Result<(), WriteError> {
+    let Some(mut body) = body else {
+        return stream.write_all(head).await.map_err(WriteError::Io);
+    };
+    let declared = body.size_hint().exact();
+    stream.write_all(head).await.map_err(WriteError::Io)?;
+    let mut sent: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(WriteError::Body)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match declared {
+            Some(len) if sent > len => {
+                return Err(WriteError::Body(axum::Error::new(
+                    "the body outgrew its length",
+                )));
+            }
+            Some(_) => stream.write_all(&data).await.map_err(WriteError::Io)?,
+            None => {
+                let size = format!("{:x}\r\n", data.len());
+                stream
+                    .write_all(size.as_bytes())
+                    .await
+                    .map_err(WriteError::Io)?;
+                stream.write_all(&data).await.map_err(WriteError::Io)?;
+                stream.write_all(b"\r\n").await.map_err(WriteError::Io)?;
+            }
+        }
+    }
+    match declared {
+        Some(len) if sent != len => Err(WriteError::Body(axum::Error::new(
+            "the body ended before its length",
+        ))),
+        Some(_) => Ok(()),
+        None => stream.write_all(b"0\r\n\r\n").await.map_err(WriteError::Io),
+    }
+}
+
+enum ReadError {
+    /// Closed before any byte of a response.
+    Closed,
+    Io(io::Error),
+    Protocol(&'static str),
+}
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+type Head = (Response<()>, Framing, BytesMut, bool);
+
+/// Reads until a final (non-1xx) response head has arrived; the bytes after it stay in
+/// the returned buffer.
+async fn read_head(stream: &mut TcpStream, head_request: bool) -> Result<Head, ReadError> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut received = false;
+    loop {
+        if !buf.is_empty() {
+            if let Some((response, framing, keep_alive, len)) = parse_head(&buf, head_request)? {
+                buf.advance(len);
+                match response {
+                    Some(response) => return Ok((response, framing, buf, keep_alive)),
+                    None => continue, // 1xx: the real answer follows.
+                }
+            }
+            if buf.len() >= MAX_HEAD_BYTES {
+                return Err(ReadError::Protocol("response head too large"));
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match tokio::io::AsyncReadExt::read_buf(stream, &mut buf).await {
+            Ok(0) if !received => return Err(ReadError::Closed),
+            Ok(0) => return Err(ReadError::Protocol("response head cut off")),
+            Ok(_) => received = true,
+            Err(err) if !received && err.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(ReadError::Closed);
+            }
+            Err(err) => return Err(ReadError::Io(err)),
+        }
+    }
+}
+
+/// `Some((response or None for 1xx, framing, keep-alive, head length))` once complete.
+#[allow(clippy::type_complexity)]
+fn parse_head(
+    buf: &[u8],
+    head_request: bool,
+) -> Result<Option<(Option<Response<()>>, Framing, bool, usize)>, ReadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ReadError::Protocol("too many response headers"));
+        }
+        Err(_) => return Err(ReadError::Protocol("malformed response head")),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| ReadError::Protocol("invalid status code"))?;
+    if status.is_informational() {
+        if code == 101 {
+            return Err(ReadError::Protocol("protocol upgrades are not proxied"));
+        }
+        return Ok(Some((None, Framing::Empty, true, len)));
+    }
+    let http11 = parsed.version == Some(1);
+    let mut map = HeaderMap::with_capacity(parsed.headers.len() + 24);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = !http11;
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ReadError::Protocol("invalid header name"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| ReadError::Protocol("invalid header value"))?;
+        if name == header::CONTENT_LENGTH {
+            for part in h.value.split(|b| *b == b',') {
+                let n = std::str::from_utf8(part)
+                    .ok()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or(ReadError::Protocol("invalid content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(ReadError::Protocol("conflicting content-lengths"));
+                }
+                length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            let last = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .map(str::trim);
+            chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")));
+        } else if name == header::CONNECTION {
+            let tokens = value.to_str().unwrap_or_default();
+            for token in tokens.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                    close = false;
+                }
+            }
+        }
+        map.append(name, value);
+    }
+    let framing = if head_request || matches!(code, 204 | 304) {
+        Framing::Empty
+    } else if let Some(chunked) = chunked {
+        // Transfer-Encoding wins; a length next to it is not to be believed.
+        map.remove(header::CONTENT_LENGTH);
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else if let Some(len) = length {
+        Framing::Length(len)
+    } else {
+        Framing::UntilClose
+    };
+    let keep_alive = !close && framing != Framing::UntilClose;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.headers_mut() = map;
+    Ok(Some((Some(response), framing, keep_alive, len)))
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this much left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+/// A response body read from the upstream connection as the client takes it. The
+/// connection returns to its pool as soon as the last byte is read.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    stream: Option<TcpStream>,
+    buf: BytesMut,
+    framing: Framing,
+    /// Bytes left of a `Content-Length` body.
+    remaining: u64,
+    chunk: Chunk,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+}
+
+impl UpstreamBody {
+    fn new(
+        stream: TcpStream,
+        buf: BytesMut,
+        framing: Framing,
+        keep_alive: bool,
+        pool: Arc<Pool>,
+    ) -> Self {
+        let mut body = Self {
+            stream: Some(stream),
+            buf,
+            framing,
+            remaining: match framing {
+                Framing::Length(len) => len,
+                _ => 0,
+            },
+            chunk: Chunk::Size,
+            keep_alive,
+            pool,
+        };
+        if framing == Framing::Empty || framing == Framing::Length(0) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is complete: the connection goes back to the pool if it can be reused
+    /// (keep-alive, and nothing unexpected after the body).
+    fn finish(&mut self) {
+        if let Some(stream) = self.stream.take()
+            && self.keep_alive
+            && self.buf.is_empty()
+        {
+            self.pool.put(stream);
+        }
+        self.framing = Framing::Empty;
+    }
+
+    /// Reads more from the socket into the buffer; `Ok(0)` at EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(
+            Pin::new(stream) as Pin<&mut dyn AsyncRead>,
+            cx,
+            &mut self.buf,
+        )
+    }
+
+    fn cut_off() -> io::Error {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body")
+    }
+
+    fn poll_length(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.buf.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+            return Poll::Ready(Some(Err(Self::cut_off())));
+        }
+        let take = self
+            .buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let data = self.buf.split_to(take).freeze();
+        self.remaining -= take as u64;
+        if self.remaining == 0 {
+            self.finish();
+        }
+        Poll::Ready(Some(Ok(data)))
+    }
+
+    fn poll_until_close(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.buf.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+            self.stream = None;
+            self.framing = Framing::Empty;
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(self.buf.split().freeze())))
+    }
+
+    /// The position of the next CRLF-terminated line in the buffer.
+    fn line(&self) -> Option<usize> {
+        self.buf.windows(2).position(|w| w == b"\r\n")
+    }
+
+    fn poll_chunked(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let bad = |why: &'static str| {
+            Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::InvalidData, why))))
+        };
+        loop {
+            match self.chunk {
+                Chunk::Size | Chunk::Trailers => {
+                    let Some(end) = self.line() else {
+                        if self.buf.len() > 8 * 1024 {
+                            return bad("chunk header too long");
+                        }
+                        if ready!(self.poll_fill(cx))? == 0 {
+                            return Poll::Ready(Some(Err(Self::cut_off())));
+                        }
+                        continue;
+                    };
+                    let line = self.buf.split_to(end + 2);
+                    let line = &line[..end];
+                    if let Chunk::Trailers = self.chunk {
+                        if line.is_empty() {
+                            self.finish();
+                            return Poll::Ready(None);
+                        }
+                        continue;
+                    }
+                    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
+                    let digits = std::str::from_utf8(digits)
+                        .unwrap_or("")
+                        .trim_end_matches([' ', '\t']);
+                    if digits.is_empty()
+                        || digits.len() > 15
+                        || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        return bad("invalid chunk size");
+                    }
+                    let Ok(size) = u64::from_str_radix(digits, 16) else {
+                        return bad("invalid chunk size");
+                    };
+                    self.chunk = if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Chunk::Data(left) => {
+                    if self.buf.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(Self::cut_off())));
+                    }
+                    let take = self
+                        .buf
+                        .len()
+                        .min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let data = self.buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    self.chunk = if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    };
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Chunk::DataEnd => {
+                    if self.buf.len() < 2 {
+                        if ready!(self.poll_fill(cx))? == 0 {
+                            return Poll::Ready(Some(Err(Self::cut_off())));
+                        }
+                        continue;
+                    }
+                    if &self.buf[..2] != b"\r\n" {
+                        return bad("chunk data not followed by CRLF");
+                    }
+                    self.buf.advance(2);
+                    self.chunk = Chunk::Size;
+                }
+            }
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let polled = match this.framing {
+            Framing::Empty => return Poll::Ready(None),
+            Framing::Length(_) => this.poll_length(cx),
+            Framing::Chunked => this.poll_chunked(cx),
+            Framing::UntilClose => this.poll_until_close(cx),
+        };
+        polled.map(|item| {
+            item.map(|result| {
+                result.map(Frame::data).inspect_err(|_| {
+                    this.stream = None;
+                    this.framing = Framing::Empty;
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Empty
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(_) => SizeHint::with_exact(self.remaining),
+            Framing::Chunked | Framing::UntilClose => SizeHint::default(),
+        }
+    }
+}

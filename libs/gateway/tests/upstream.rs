@@ -1,0 +1,339 @@
+//! The proxy's HTTP/1.1 client against loopback upstreams that answer scripted bytes:
+//! connection reuse, every response framing of RFC 9112 §6, interim responses, refused
+//! framings, truncation, stale pooled connections, and request bodies as hyper reads them.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, body::Body, extract::Request, response::IntoResponse};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use ic_gateway::upstream::{UpstreamClient, UpstreamError};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// What the scripted upstream does after answering one request.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    KeepOpen,
+    Close,
+}
+
+/// A loopback upstream answering each request head with `answer(path)`; counts the
+/// connections it accepted and records each request head.
+struct Scripted {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Scripted {
+    async fn start(answer: fn(&str) -> (Vec<u8>, After)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (count, log) = (connections.clone(), heads.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_script(stream, answer, log.clone()));
+            }
+        });
+        Self {
+            addr,
+            connections,
+            heads,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_script(
+    mut stream: TcpStream,
+    answer: fn(&str) -> (Vec<u8>, After),
+    log: Arc<Mutex<Vec<String>>>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        log.lock().unwrap().push(head);
+        let (bytes, after) = answer(&path);
+        if stream.write_all(&bytes).await.is_err() || after == After::Close {
+            return;
+        }
+    }
+}
+
+fn client() -> UpstreamClient {
+    UpstreamClient::new(Duration::from_secs(2), Duration::from_secs(60))
+}
+
+fn get(url: &str) -> Request {
+    http::Request::get(url).body(Body::empty()).unwrap()
+}
+
+/// Status and whole body of a call.
+async fn fetch(client: &UpstreamClient, request: Request) -> (u16, Result<Bytes, String>) {
+    let response = client.send(request).await.expect("a response head");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| e.to_string());
+    (status, body)
+}
+
+fn framings(path: &str) -> (Vec<u8>, After) {
+    let answer: &[u8] = match path {
+        "/length" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        "/chunked" => {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\ntrailer: x\r\n\r\n"
+        }
+        "/until-close" => return (b"HTTP/1.1 200 OK\r\n\r\nall of it".to_vec(), After::Close),
+        "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+        "/no-content" => b"HTTP/1.1 204 No Content\r\n\r\n",
+        // What a server answers to HEAD: the length of the body it does not send.
+        "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+        "/te-and-length" => {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        }
+        "/conflicting-lengths" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
+        "/bad-chunk" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+        "/truncated" => return (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort".to_vec(), After::Close),
+        "/not-http" => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+    };
+    (answer.to_vec(), After::KeepOpen)
+}
+
+#[tokio::test]
+async fn one_connection_serves_request_after_request_whatever_the_framing() {
+    let upstream = Scripted::start(framings).await;
+    let client = client();
+    for _ in 0..3 {
+        let (status, body) = fetch(&client, get(&upstream.url("/length"))).await;
+        assert_eq!((status, body.unwrap()), (200, Bytes::from("hello")));
+    }
+    let (status, body) = fetch(&client, get(&upstream.url("/chunked"))).await;
+    assert_eq!((status, body.unwrap()), (200, Bytes::from("hello, world")));
+    let (status, body) = fetch(&client, get(&upstream.url("/interim"))).await;
+    assert_eq!((status, body.unwrap()), (201, Bytes::from("ok")));
+    let (status, body) = fetch(&client, get(&upstream.url("/no-content"))).await;
+    assert_eq!((status, body.unwrap()), (204, Bytes::new()));
+    let head = http::Request::head(upstream.url("/head"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = fetch(&client, head).await;
+    assert_eq!(
+        (status, body.unwrap()),
+        (200, Bytes::new()),
+        "HEAD has no body"
+    );
+    let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
+    assert_eq!(
+        body.unwrap(),
+        "hello",
+        "the HEAD answer left nothing behind"
+    );
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "every answer reused one connection"
+    );
+    let heads = upstream.heads.lock().unwrap().clone();
+    assert!(
+        heads[0].starts_with("GET /length HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[0].contains(&format!("host: {}\r\n", upstream.addr)),
+        "{}",
+        heads[0]
+    );
+}
+
+#[tokio::test]
+async fn a_body_lasting_until_close_is_read_whole_and_its_connection_never_reused() {
+    let upstream = Scripted::start(framings).await;
+    let client = client();
+    let (status, body) = fetch(&client, get(&upstream.url("/until-close"))).await;
+    assert_eq!((status, body.unwrap()), (200, Bytes::from("all of it")));
+    let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
+    assert_eq!(body.unwrap(), "hello");
+    assert_eq!(upstream.connections(), 2);
+}
+
+#[tokio::test]
+async fn transfer_encoding_wins_over_content_length() {
+    let upstream = Scripted::start(framings).await;
+    let response = client()
+        .send(get(&upstream.url("/te-and-length")))
+        .await
+        .unwrap();
+    assert!(response.headers().get("content-length").is_none());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "ok");
+}
+
+#[tokio::test]
+async fn ambiguous_or_broken_responses_are_errors_never_short_bodies() {
+    let upstream = Scripted::start(framings).await;
+    let client = client();
+    for path in ["/conflicting-lengths", "/not-http"] {
+        let err = client.send(get(&upstream.url(path))).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Protocol(_)), "{path}: {err}");
+    }
+    for path in ["/bad-chunk", "/truncated"] {
+        let (status, body) = fetch(&client, get(&upstream.url(path))).await;
+        assert_eq!(status, 200);
+        assert!(body.is_err(), "{path} must fail, got {body:?}");
+    }
+    // None of the broken connections went back to the pool.
+    let before = upstream.connections();
+    let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
+    assert_eq!(body.unwrap(), "hello");
+    assert_eq!(upstream.connections(), before + 1);
+}
+
+fn closes_after_each(path: &str) -> (Vec<u8>, After) {
+    let _ = path;
+    // Keep-alive promised, then the connection is closed while idle.
+    (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        After::Close,
+    )
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_while_idle_costs_no_request() {
+    let upstream = Scripted::start(closes_after_each).await;
+    let client = client();
+    for _ in 0..3 {
+        let (status, body) = fetch(&client, get(&upstream.url("/x"))).await;
+        assert_eq!((status, body.unwrap()), (200, Bytes::from("ok")));
+        // Let the close reach us, so the next request meets a dead pooled connection.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A request that cannot be repeated checks its connection before using it.
+    let post = http::Request::post(upstream.url("/x"))
+        .body(Body::from("payload"))
+        .unwrap();
+    let (status, body) = fetch(&client, post).await;
+    assert_eq!((status, body.unwrap()), (200, Bytes::from("ok")));
+    assert_eq!(upstream.connections(), 4);
+}
+
+#[tokio::test]
+async fn refused_and_unreachable_upstreams_are_errors() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let err = client()
+        .send(get(&format!("http://127.0.0.1:{port}/")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Io(_)), "{err}");
+    let err = client().send(get("/relative")).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::Uri(_)), "{err}");
+}
+
+/// An upstream parsed by hyper that answers with what it read of the body.
+async fn echo() -> String {
+    let router = Router::new().fallback(|request: Request| async move {
+        let framing = match (
+            request.headers().get("content-length"),
+            request.headers().get("transfer-encoding"),
+        ) {
+            (Some(len), None) => format!("length {}", len.to_str().unwrap()),
+            (None, Some(te)) => te.to_str().unwrap().to_owned(),
+            (None, None) => "none".to_owned(),
+            _ => "both".to_owned(),
+        };
+        match axum::body::to_bytes(request.into_body(), usize::MAX).await {
+            Ok(body) => format!("{framing}: {}", String::from_utf8_lossy(&body)).into_response(),
+            Err(_) => (http::StatusCode::BAD_REQUEST, "broken body").into_response(),
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn request_bodies_go_up_with_their_length_or_chunked() {
+    let base = echo().await;
+    let client = client();
+    let sized = http::Request::post(format!("{base}/"))
+        .body(Body::from("abc"))
+        .unwrap();
+    let (_, body) = fetch(&client, sized).await;
+    assert_eq!(body.unwrap(), "length 3: abc");
+    let stream =
+        futures::stream::iter(["ab", "cd", "e"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))));
+    let chunked = http::Request::post(format!("{base}/"))
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let (_, body) = fetch(&client, chunked).await;
+    assert_eq!(body.unwrap(), "chunked: abcde");
+    let empty = http::Request::post(format!("{base}/"))
+        .body(Body::empty())
+        .unwrap();
+    let (_, body) = fetch(&client, empty).await;
+    assert_eq!(body.unwrap(), "length 0: ");
+    let (_, body) = fetch(&client, get(&format!("{base}/"))).await;
+    assert_eq!(body.unwrap(), "none: ");
+    // A client's own framing headers are never passed on next to ours.
+    let forged = http::Request::post(format!("{base}/"))
+        .header("content-length", "999")
+        .header("transfer-encoding", "chunked")
+        .body(Body::from("abc"))
+        .unwrap();
+    let (_, body) = fetch(&client, forged).await;
+    assert_eq!(body.unwrap(), "length 3: abc");
+}
+
+#[tokio::test]
+async fn a_request_body_that_fails_midway_is_a_request_body_error() {
+    let base = echo().await;
+    let stream = futures::stream::iter([
+        Ok(Bytes::from("part")),
+        Err(std::io::Error::other("the client went away")),
+    ]);
+    let request = http::Request::post(format!("{base}/"))
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let err = client().send(request).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::RequestBody(_)), "{err}");
+}
