@@ -176,7 +176,8 @@ impl Proxy {
             )
             .into_response();
         };
-        let ctx = parts.extensions.get::<RequestContext>().cloned();
+        // Borrowed, not cloned: the headers are a different field of the same parts.
+        let ctx = parts.extensions.get::<RequestContext>();
         let headers = &mut parts.headers;
         let original_host = headers.remove(header::HOST);
         strip_hop_by_hop(headers);
@@ -207,7 +208,7 @@ impl Proxy {
         if let Some(host) = original_host {
             headers.insert(X_FORWARDED_HOST, host);
         }
-        if let Some(ctx) = &ctx {
+        if let Some(ctx) = ctx {
             let child = ctx.trace.child();
             for (name, value) in child.header_pairs() {
                 if let Ok(value) = HeaderValue::from_str(&value) {
@@ -216,7 +217,12 @@ impl Proxy {
             }
             headers.insert(
                 X_CORRELATION_ID,
-                HeaderValue::from_str(&ctx.correlation_id.to_string()).expect("a UUID"),
+                HeaderValue::from_str(
+                    ctx.correlation_id
+                        .hyphenated()
+                        .encode_lower(&mut uuid::Uuid::encode_buffer()),
+                )
+                .expect("a UUID"),
             );
             if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
                 headers.insert(X_REQUEST_ID, id);

@@ -166,8 +166,11 @@ where
         }
         route.is_some()
     };
-    // With OTLP export on, the exported span's ids become the request's trace ids.
-    ctx.trace = ic_telemetry::link_span(&span, &ctx.trace);
+    // With OTLP export on, the exported span's ids become the request's trace ids (a
+    // disabled span has none to offer).
+    if !span.is_disabled() {
+        ctx.trace = ic_telemetry::link_span(&span, &ctx.trace);
+    }
     span.record("trace_id", field::display(ctx.trace.trace_id));
     span.record("span_id", field::display(ctx.trace.span_id));
     let correlation_id = ctx.correlation_id;
