@@ -2,7 +2,9 @@
 //! same trivial upstream (an nginx answering a fixed JSON body). Each proxy runs pinned
 //! to CPU 1; wrk and the upstream share CPU 0, so every proxy gets the same CPU budget.
 //! Latency is measured with one connection (what the proxy adds to a request), throughput
-//! with 64. A bare proxy built like the gateway (hyper's server, the kit's upstream
+//! with 64. Every proxy runs for the whole benchmark and they are measured in turns, three
+//! rounds, each figure the median of its rounds: a slow moment of the machine then lands
+//! on every proxy instead of on whichever happened to run then. A bare proxy built like the gateway (hyper's server, the kit's upstream
 //! client) adding the same headers ("proxy floor") shows what the pipeline itself costs. Also the gateway's peak resident memory while it streams a 200 MiB response.
 
 use std::{
@@ -19,7 +21,10 @@ use crate::{
     cargo, deps, run,
 };
 
-const SECONDS: u64 = 10;
+/// Seconds of each throughput and latency measurement.
+const SECONDS: u64 = 5;
+/// Rounds of turns; each figure is the median over them.
+const ROUNDS: usize = 3;
 const PROXY_CPU: &str = "1";
 const CLIENT_CPU: &str = "0";
 
@@ -92,18 +97,55 @@ fn haproxy(dir: &Path, port: u16, upstream: u16) -> anyhow::Result<Process> {
     Ok(Process(child))
 }
 
-fn measure(
-    name: &str,
+/// One proxy under test and its figures of each round.
+struct Target {
+    name: &'static str,
     port: u16,
-    rows: &mut Vec<(String, Figures, Figures)>,
-) -> anyhow::Result<()> {
-    let url = format!("http://127.0.0.1:{port}/api/v1/services");
-    wrk_on(Some(CLIENT_CPU), &url, 2, 8, 1)?;
-    let latency = wrk_on(Some(CLIENT_CPU), &url, SECONDS, 1, 1)?;
-    let throughput = wrk_on(Some(CLIENT_CPU), &url, SECONDS, 64, 1)?;
-    eprintln!("    {name}: {:.0} req/s", throughput.rps);
-    rows.push((name.to_owned(), latency, throughput));
-    Ok(())
+    latency: Vec<Figures>,
+    throughput: Vec<Figures>,
+}
+
+impl Target {
+    fn new(name: &'static str, port: u16) -> Self {
+        Self {
+            name,
+            port,
+            latency: Vec::new(),
+            throughput: Vec::new(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/services", self.port)
+    }
+
+    /// One turn: latency with one connection, throughput with 64.
+    fn measure(&mut self) -> anyhow::Result<()> {
+        let url = self.url();
+        self.latency
+            .push(wrk_on(Some(CLIENT_CPU), &url, SECONDS, 1, 1)?);
+        self.throughput
+            .push(wrk_on(Some(CLIENT_CPU), &url, SECONDS, 64, 1)?);
+        Ok(())
+    }
+
+    fn median(values: impl Iterator<Item = f64>) -> f64 {
+        let mut values: Vec<f64> = values.collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    fn rps(&self) -> f64 {
+        Self::median(self.throughput.iter().map(|f| f.rps))
+    }
+
+    fn p50_ms(&self) -> f64 {
+        Self::median(self.latency.iter().map(|f| f.p50_ms))
+    }
+
+    fn p99_ms(&self) -> f64 {
+        Self::median(self.latency.iter().map(|f| f.p99_ms))
+    }
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -152,96 +194,106 @@ pub fn gateway() -> anyhow::Result<()> {
     )?;
     wait_port(upstream)?;
 
-    let mut rows = Vec::new();
-    eprintln!("==> direct to the upstream");
-    let direct_port = upstream;
-    measure("direct (no proxy)", direct_port, &mut rows)?;
-
     let nginx_port = free_port();
-    {
-        let _proxy = nginx(
-            &dir,
-            "proxy",
-            PROXY_CPU,
-            &format!(
-                " upstream u {{ server 127.0.0.1:{upstream}; keepalive 128; }}\n\
-                 server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
-            ),
-        )?;
-        wait_port(nginx_port)?;
-        measure("nginx", nginx_port, &mut rows)?;
-    }
+    let _nginx = nginx(
+        &dir,
+        "proxy",
+        PROXY_CPU,
+        &format!(
+            " upstream u {{ server 127.0.0.1:{upstream}; keepalive 128; }}\n\
+             server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+        ),
+    )?;
     let haproxy_port = free_port();
-    {
-        let _proxy = haproxy(&dir, haproxy_port, upstream)?;
-        wait_port(haproxy_port)?;
-        measure("haproxy", haproxy_port, &mut rows)?;
-    }
+    let _haproxy = haproxy(&dir, haproxy_port, upstream)?;
     let floor_port = free_port();
-    {
-        let binary = crate::target_dir()
-            .join("release")
-            .join("examples")
-            .join("bare_proxy");
-        let child = pinned(PROXY_CPU, &binary)
+    let floor_binary = crate::target_dir()
+        .join("release")
+        .join("examples")
+        .join("bare_proxy");
+    let _floor = Process(
+        pinned(PROXY_CPU, &floor_binary)
             .arg(floor_port.to_string())
             .arg(format!("http://127.0.0.1:{upstream}"))
             .spawn()
-            .context("starting bare_proxy")?;
-        let _floor = Process(child);
-        wait_port(floor_port)?;
-        measure("proxy floor", floor_port, &mut rows)?;
-    }
+            .context("starting bare_proxy")?,
+    );
     let gateway_port = free_port();
-    let peak = {
-        let binary = crate::target_dir().join("release").join("public-gateway");
-        let child = pinned(PROXY_CPU, &binary)
-            .env("PUBLIC_GATEWAY_PORT", gateway_port.to_string())
-            .env("SERVICES_API_URL", format!("http://127.0.0.1:{upstream}"))
-            .env("PUBLIC_RATE_LIMIT_PER_MINUTE", "1000000")
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .context("starting public-gateway")?;
-        let gateway = Process(child);
-        wait_port(gateway_port)?;
-        measure("public-gateway", gateway_port, &mut rows)?;
-        eprintln!("==> streaming 200 MiB through public-gateway");
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{size_download}"])
-            .arg(format!(
-                "http://127.0.0.1:{gateway_port}/api/v1/services/big"
-            ))
-            .output()
-            .context("running curl")?;
-        let size = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if size != (200 * 1024 * 1024).to_string() {
-            bail!("the 200 MiB download through the gateway returned {size} bytes");
+    let gateway = Process(
+        pinned(
+            PROXY_CPU,
+            &crate::target_dir().join("release").join("public-gateway"),
+        )
+        .env("PUBLIC_GATEWAY_PORT", gateway_port.to_string())
+        .env("SERVICES_API_URL", format!("http://127.0.0.1:{upstream}"))
+        .env("PUBLIC_RATE_LIMIT_PER_MINUTE", "1000000")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("starting public-gateway")?,
+    );
+    let mut targets = vec![
+        Target::new("direct (no proxy)", upstream),
+        Target::new("nginx", nginx_port),
+        Target::new("haproxy", haproxy_port),
+        Target::new("proxy floor", floor_port),
+        Target::new("public-gateway", gateway_port),
+    ];
+    for target in &targets {
+        wait_port(target.port)?;
+        wrk_on(Some(CLIENT_CPU), &target.url(), 2, 8, 1)?;
+    }
+    for round in 1..=ROUNDS {
+        eprintln!("==> round {round} of {ROUNDS}");
+        for target in &mut targets {
+            target.measure()?;
+            eprintln!(
+                "    {}: {:.0} req/s",
+                target.name,
+                target.throughput.last().map_or(0.0, |f| f.rps)
+            );
         }
-        peak_rss_kib(gateway.0.id())
-    };
+    }
+    eprintln!("==> streaming 200 MiB through public-gateway");
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{size_download}"])
+        .arg(format!(
+            "http://127.0.0.1:{gateway_port}/api/v1/services/big"
+        ))
+        .output()
+        .context("running curl")?;
+    let size = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if size != (200 * 1024 * 1024).to_string() {
+        bail!("the 200 MiB download through the gateway returned {size} bytes");
+    }
+    let peak = peak_rss_kib(gateway.0.id());
     let _ = std::fs::remove_dir_all(&dir);
 
-    let direct = rows[0].1.p50_ms;
-    let direct99 = rows[0].1.p99_ms;
+    let direct = targets[0].p50_ms();
+    let direct99 = targets[0].p99_ms();
     println!(
-        "\ngateway (proxy pinned to 1 CPU; wrk and upstream on the other; latency with 1 connection, throughput with 64)"
+        "\ngateway (proxy pinned to 1 CPU; wrk and upstream on the other; latency with 1 connection, throughput with 64; medians of {ROUNDS} interleaved rounds)"
     );
     println!(
         "  {:<20} {:>10} {:>14} {:>14} {:>12} {:>12}",
         "", "req/s", "added p50 us", "added p99 us", "p50 ms", "p99 ms"
     );
-    for (name, latency, throughput) in &rows {
+    for target in &targets {
         println!(
             "  {:<20} {:>10.0} {:>14.0} {:>14.0} {:>12.3} {:>12.3}",
-            name,
-            throughput.rps,
-            (latency.p50_ms - direct) * 1000.0,
-            (latency.p99_ms - direct99) * 1000.0,
-            latency.p50_ms,
-            latency.p99_ms
+            target.name,
+            target.rps(),
+            (target.p50_ms() - direct) * 1000.0,
+            (target.p99_ms() - direct99) * 1000.0,
+            target.p50_ms(),
+            target.p99_ms()
         );
     }
-    let by = |n: &str| rows.iter().find(|r| r.0 == n).map_or(f64::NAN, |r| r.2.rps);
+    let by = |n: &str| {
+        targets
+            .iter()
+            .find(|t| t.name == n)
+            .map_or(f64::NAN, Target::rps)
+    };
     println!(
         "  public-gateway / nginx: {:.2}x   public-gateway / haproxy: {:.2}x   (target >= 1.0x nginx, added p50 <= 150 us)",
         by("public-gateway") / by("nginx"),
