@@ -38,6 +38,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// Read buffer size, and how much more is asked of the socket once it is used up.
 const READ_CHUNK: usize = 16 * 1024;
+/// Interim (1xx) responses skipped before the final one.
+const MAX_INTERIM: usize = 8;
 /// Idle connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
@@ -119,9 +121,9 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(&self, authority: &str) -> Result<TcpStream, UpstreamError> {
+    async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
         let stream =
-            tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(authority))
+            tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect((host, port)))
                 .await
                 .map_err(|_| UpstreamError::ConnectTimeout)??;
         stream.set_nodelay(true)?;
@@ -135,9 +137,8 @@ impl UpstreamClient {
         request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = request.into_parts();
-        let authority = match (parts.uri.scheme_str(), parts.uri.authority()) {
-            (Some("http"), Some(authority)) => authority.as_str(),
-            _ => return Err(UpstreamError::Uri(parts.uri.to_string())),
+        let Some((authority, host, port)) = target(&parts.uri) else {
+            return Err(UpstreamError::Uri(parts.uri.to_string()));
         };
         let pool = self.pool(authority);
         let size = body.size_hint();
@@ -145,8 +146,11 @@ impl UpstreamClient {
         let head = request_head(&parts, authority, &size, has_body);
         let head_request = parts.method == Method::HEAD;
 
-        // Only a request that can safely be sent twice is retried on a fresh connection
-        // when a reused one turns out closed; any other first checks the one it reuses.
+        // A pooled connection with anything to read (stray bytes after the last response,
+        // or the upstream's close) is never used. That costs no system call unless the
+        // runtime saw the socket become readable. A close that arrives while the request
+        // is sent is retried once on a fresh connection, but only for a request that can
+        // safely be sent twice.
         let retryable = !has_body && parts.method.is_idempotent();
         let mut body = Some(body);
         let mut fresh = false;
@@ -157,8 +161,8 @@ impl UpstreamClient {
                 pool.take(self.inner.idle_timeout)
             };
             let (mut stream, reused) = match pooled {
-                Some(stream) if retryable || alive(&stream) => (stream, true),
-                _ => (self.connect(authority).await?, false),
+                Some(stream) if alive(&stream) => (stream, true),
+                _ => (self.connect(host, port).await?, false),
             };
             let written = write_request(
                 &mut stream,
@@ -166,32 +170,50 @@ impl UpstreamClient {
                 if has_body { body.take() } else { None },
             )
             .await;
-            let result = match written {
-                Ok(()) => read_head(&mut stream, head_request).await,
+            let (result, write_error) = match written {
+                Ok(()) => (read_head(&mut stream, head_request).await, None),
                 Err(WriteError::Body(err)) => return Err(UpstreamError::RequestBody(err)),
                 // The upstream may have answered early and closed (e.g. 413 before the
-                // whole body): its answer is still worth reading.
-                Err(WriteError::Io(err)) => match read_head(&mut stream, head_request).await {
-                    Err(ReadError::Closed) => Err(ReadError::Io(err)),
-                    other => other,
-                },
+                // whole body): its answer is still worth reading, but that connection
+                // is never reused.
+                Err(WriteError::Io(err)) => (read_head(&mut stream, head_request).await, Some(err)),
             };
             match result {
                 Ok((response, framing, buf, keep_alive)) => {
+                    let keep_alive = keep_alive && write_error.is_none();
                     let body = UpstreamBody::new(stream, buf, framing, keep_alive, pool);
                     return Ok(response.map(|()| body));
                 }
-                Err(ReadError::Closed | ReadError::Io(_)) if reused && retryable => {
+                // Not a byte of an answer: the upstream never took the request.
+                Err(ReadError::Closed) if reused && retryable => {
                     fresh = true;
                 }
                 Err(ReadError::Closed) => {
-                    return Err(UpstreamError::Io(io::ErrorKind::UnexpectedEof.into()));
+                    return Err(UpstreamError::Io(
+                        write_error.unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into()),
+                    ));
                 }
                 Err(ReadError::Io(err)) => return Err(UpstreamError::Io(err)),
                 Err(ReadError::Protocol(why)) => return Err(UpstreamError::Protocol(why)),
             }
         }
     }
+}
+
+/// The authority (for `Host` and the pool), host and port of an `http://` URI.
+fn target(uri: &http::Uri) -> Option<(&str, &str, u16)> {
+    let authority = uri
+        .authority()
+        .filter(|_| uri.scheme_str() == Some("http"))?;
+    Some((
+        authority.as_str(),
+        // An IPv6 literal comes bracketed; the resolver wants it bare.
+        authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']'),
+        authority.port_u16().unwrap_or(80),
+    ))
 }
 
 /// Whether an idle connection is still open (nothing to read, no EOF).
@@ -221,10 +243,20 @@ fn request_head(
     head.extend_from_slice(authority.as_bytes());
     head.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
+        // Ours to set (framing, host) or about the client's own connection: hyper has
+        // already answered `Expect`, and the body is always sent.
         if matches!(
             *name,
-            header::HOST | header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
-        ) {
+            header::HOST
+                | header::CONTENT_LENGTH
+                | header::TRANSFER_ENCODING
+                | header::CONNECTION
+                | header::EXPECT
+                | header::UPGRADE
+                | header::TE
+        ) || name == "keep-alive"
+            || name == "proxy-connection"
+        {
             continue;
         }
         push_header(&mut head, name, value);
@@ -331,13 +363,19 @@ type Head = (Response<()>, Framing, BytesMut, bool);
 async fn read_head(stream: &mut TcpStream, head_request: bool) -> Result<Head, ReadError> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut received = false;
+    let mut interim = 0;
     loop {
         if !buf.is_empty() {
             if let Some((response, framing, keep_alive, len)) = parse_head(&buf, head_request)? {
                 buf.advance(len);
                 match response {
                     Some(response) => return Ok((response, framing, buf, keep_alive)),
-                    None => continue, // 1xx: the real answer follows.
+                    // 1xx: the real answer follows (within reason).
+                    None if interim < MAX_INTERIM => {
+                        interim += 1;
+                        continue;
+                    }
+                    None => return Err(ReadError::Protocol("too many interim responses")),
                 }
             }
             if buf.len() >= MAX_HEAD_BYTES {
@@ -426,16 +464,23 @@ fn parse_head(
         }
         map.append(name, value);
     }
+    if chunked.is_some() {
+        // RFC 9112 §6.1/§6.3: Transfer-Encoding wins. A length next to it, or the header
+        // in an HTTP/1.0 answer, may be a smuggling attempt: that connection is closed
+        // after this response.
+        if length.is_some() || !http11 {
+            close = true;
+        }
+        map.remove(header::CONTENT_LENGTH);
+    }
     let framing = if head_request || matches!(code, 204 | 304) {
         Framing::Empty
     } else if let Some(chunked) = chunked {
-        // Transfer-Encoding wins; a length next to it is not to be believed.
-        map.remove(header::CONTENT_LENGTH);
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
+        if !chunked {
+            // A coding we would have to undo is never passed on unmarked.
+            return Err(ReadError::Protocol("unsupported transfer coding"));
         }
+        Framing::Chunked
     } else if let Some(len) = length {
         Framing::Length(len)
     } else {
@@ -591,6 +636,11 @@ impl UpstreamBody {
                     let digits = std::str::from_utf8(digits)
                         .unwrap_or("")
                         .trim_end_matches([' ', '\t']);
+                    // Leading zeros say nothing about the size ("000" is still zero).
+                    let digits = match digits.trim_start_matches('0') {
+                        "" if !digits.is_empty() => "0",
+                        rest => rest,
+                    };
                     if digits.is_empty()
                         || digits.len() > 15
                         || !digits.bytes().all(|b| b.is_ascii_hexdigit())
@@ -676,5 +726,20 @@ impl http_body::Body for UpstreamBody {
             Framing::Length(_) => SizeHint::with_exact(self.remaining),
             Framing::Chunked | Framing::UntilClose => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_defaults_to_80_and_ipv6_literals_are_unbracketed() {
+        let uri: http::Uri = "http://services-api/api/v1/services".parse().unwrap();
+        assert_eq!(target(&uri), Some(("services-api", "services-api", 80)));
+        let uri: http::Uri = "http://[::1]:8080/x".parse().unwrap();
+        assert_eq!(target(&uri), Some(("[::1]:8080", "::1", 8080)));
+        let uri: http::Uri = "https://example.org/".parse().unwrap();
+        assert_eq!(target(&uri), None);
     }
 }

@@ -24,6 +24,8 @@ use tokio::{
 enum After {
     KeepOpen,
     Close,
+    /// Sends these bytes a moment later, on the same connection.
+    Then(&'static [u8]),
 }
 
 /// A loopback upstream answering each request head with `answer(path)`; counts the
@@ -89,6 +91,10 @@ async fn serve_script(
         if stream.write_all(&bytes).await.is_err() || after == After::Close {
             return;
         }
+        if let After::Then(more) = after {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let _ = stream.write_all(more).await;
+        }
     }
 }
 
@@ -117,7 +123,20 @@ fn framings(path: &str) -> (Vec<u8>, After) {
     let answer: &[u8] = match path {
         "/length" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
         "/chunked" => {
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\ntrailer: x\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0000000000000007\r\n, world\r\n0\r\ntrailer: x\r\n\r\n"
+        }
+        "/stray" => {
+            return (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+                After::Then(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged"),
+            );
+        }
+        "/gzip" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8b",
+        "/interims" => {
+            return (
+                [&b"HTTP/1.1 100 Continue\r\n\r\n"[..]; 9].concat(),
+                After::KeepOpen,
+            );
         }
         "/until-close" => return (b"HTTP/1.1 200 OK\r\n\r\nall of it".to_vec(), After::Close),
         "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
@@ -143,6 +162,23 @@ async fn one_connection_serves_request_after_request_whatever_the_framing() {
     for _ in 0..3 {
         let (status, body) = fetch(&client, get(&upstream.url("/length"))).await;
         assert_eq!((status, body.unwrap()), (200, Bytes::from("hello")));
+    }
+    // Headers about the client's own connection are not passed on.
+    let about_the_client = http::Request::get(upstream.url("/length"))
+        .header("expect", "100-continue")
+        .header("upgrade", "websocket")
+        .header("te", "trailers")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("accept", "application/json")
+        .body(Body::empty())
+        .unwrap();
+    let (_, body) = fetch(&client, about_the_client).await;
+    assert_eq!(body.unwrap(), "hello");
+    let last = upstream.heads.lock().unwrap().last().cloned().unwrap();
+    assert!(last.contains("accept: application/json\r\n"), "{last}");
+    for name in ["expect", "upgrade", "te:", "keep-alive", "proxy-connection"] {
+        assert!(!last.contains(name), "{name} passed on: {last}");
     }
     let (status, body) = fetch(&client, get(&upstream.url("/chunked"))).await;
     assert_eq!((status, body.unwrap()), (200, Bytes::from("hello, world")));
@@ -195,22 +231,46 @@ async fn a_body_lasting_until_close_is_read_whole_and_its_connection_never_reuse
 }
 
 #[tokio::test]
-async fn transfer_encoding_wins_over_content_length() {
+async fn transfer_encoding_wins_over_content_length_and_that_connection_is_closed() {
     let upstream = Scripted::start(framings).await;
-    let response = client()
+    let client = client();
+    let response = client
         .send(get(&upstream.url("/te-and-length")))
         .await
         .unwrap();
     assert!(response.headers().get("content-length").is_none());
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "ok");
+    let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
+    assert_eq!(body.unwrap(), "hello");
+    assert_eq!(
+        upstream.connections(),
+        2,
+        "a possible smuggling attempt is not reused"
+    );
+}
+
+#[tokio::test]
+async fn bytes_arriving_on_an_idle_connection_never_become_the_next_answer() {
+    let upstream = Scripted::start(framings).await;
+    let client = client();
+    let (_, body) = fetch(&client, get(&upstream.url("/stray"))).await;
+    assert_eq!(body.unwrap(), "ok");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
+    assert_eq!(
+        body.unwrap(),
+        "hello",
+        "the stray answer was taken for this one"
+    );
+    assert_eq!(upstream.connections(), 2);
 }
 
 #[tokio::test]
 async fn ambiguous_or_broken_responses_are_errors_never_short_bodies() {
     let upstream = Scripted::start(framings).await;
     let client = client();
-    for path in ["/conflicting-lengths", "/not-http"] {
+    for path in ["/conflicting-lengths", "/not-http", "/gzip", "/interims"] {
         let err = client.send(get(&upstream.url(path))).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Protocol(_)), "{path}: {err}");
     }
