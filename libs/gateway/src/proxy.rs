@@ -1,7 +1,7 @@
 //! The streaming reverse proxy: pooled keep-alive connections ([`crate::upstream`]),
-//! bodies streamed both ways
-//! (never buffered), hop-by-hop headers stripped, `X-Forwarded-*` set, trace context and
-//! correlation id forwarded, `dapr-api-token` added, connect and response timeouts.
+//! bodies streamed both ways (never buffered), hop-by-hop headers stripped,
+//! `X-Forwarded-*` set, trace context and correlation id forwarded, `dapr-api-token`
+//! added, connect and response timeouts.
 //! Upstream refused → 502, timeout → 504, upstream errors passed through.
 //! Contract: `shared/spec/gateways.md`, "Upstream invocation".
 
