@@ -26,6 +26,9 @@ enum After {
     Close,
     /// Sends these bytes a moment later, on the same connection.
     Then(&'static [u8]),
+    /// Keeps the connection open, then closes it without an answer when the next request
+    /// arrives on it: a keep-alive close racing the request.
+    RefuseNext,
 }
 
 /// A loopback upstream answering each request head with `answer(path)`; counts the
@@ -72,6 +75,7 @@ async fn serve_script(
     log: Arc<Mutex<Vec<String>>>,
 ) {
     let mut buf = Vec::new();
+    let mut refuse = false;
     loop {
         let end = loop {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -87,7 +91,11 @@ async fn serve_script(
         buf.drain(..end);
         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
         log.lock().unwrap().push(head);
+        if refuse {
+            return;
+        }
         let (bytes, after) = answer(&path);
+        refuse = after == After::RefuseNext;
         if stream.write_all(&bytes).await.is_err() || after == After::Close {
             return;
         }
@@ -315,7 +323,7 @@ async fn a_pooled_connection_closed_while_idle_costs_no_request() {
 }
 
 #[tokio::test]
-async fn refused_and_unreachable_upstreams_are_errors() {
+async fn a_refused_upstream_and_a_non_http_uri_are_errors() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
@@ -396,4 +404,35 @@ async fn a_request_body_that_fails_midway_is_a_request_body_error() {
         .unwrap();
     let err = client().send(request).await.unwrap_err();
     assert!(matches!(err, UpstreamError::RequestBody(_)), "{err}");
+}
+
+fn one_answer_per_connection(path: &str) -> (Vec<u8>, After) {
+    let _ = path;
+    (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        After::RefuseNext,
+    )
+}
+
+#[tokio::test]
+async fn a_close_racing_the_request_is_retried_only_when_sending_twice_is_safe() {
+    let upstream = Scripted::start(one_answer_per_connection).await;
+    let client = client();
+    let (_, body) = fetch(&client, get(&upstream.url("/first"))).await;
+    assert_eq!(body.unwrap(), "ok");
+    // The pooled connection looks open, takes the GET and closes without answering:
+    // the GET goes again on a fresh connection.
+    let (status, body) = fetch(&client, get(&upstream.url("/again"))).await;
+    assert_eq!((status, body.unwrap()), (200, Bytes::from("ok")));
+    assert_eq!(upstream.connections(), 2);
+    // The same race for a POST is an error, never a second POST.
+    let post = http::Request::post(upstream.url("/once"))
+        .body(Body::from("payload"))
+        .unwrap();
+    let err = client.send(post).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::Io(_)), "{err}");
+    let heads = upstream.heads.lock().unwrap().clone();
+    let posts = heads.iter().filter(|h| h.starts_with("POST ")).count();
+    assert_eq!(posts, 1, "{heads:?}");
+    assert_eq!(upstream.connections(), 2);
 }
