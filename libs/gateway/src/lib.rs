@@ -19,6 +19,7 @@
 pub mod client_ip;
 pub mod cors;
 pub mod gate;
+mod h1;
 pub mod identity;
 pub mod path;
 pub mod proxy;

@@ -24,20 +24,19 @@ use std::{
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::h1::{
+    Decoder, Framing, FramingError, FramingHeaders, READ_CHUNK, push_decimal, push_header,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::{
-    io::{AsyncRead, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response headers accepted from an upstream.
 const MAX_HEADERS: usize = 128;
-/// Read buffer size, and how much more is asked of the socket once it is used up.
-const READ_CHUNK: usize = 16 * 1024;
 /// Interim (1xx) responses skipped before the final one.
 const MAX_INTERIM: usize = 8;
 /// Idle connections kept per upstream.
@@ -264,7 +263,7 @@ fn request_head(
     match (has_body, size.exact()) {
         (true, Some(len)) => {
             head.extend_from_slice(b"content-length: ");
-            head.extend_from_slice(len.to_string().as_bytes());
+            push_decimal(&mut head, len);
             head.extend_from_slice(b"\r\n");
         }
         (true, None) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -276,13 +275,6 @@ fn request_head(
     }
     head.extend_from_slice(b"\r\n");
     head
-}
-
-fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 enum WriteError {
@@ -345,15 +337,6 @@ enum ReadError {
     Closed,
     Io(io::Error),
     Protocol(&'static str),
-}
-
-/// How the response body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
 }
 
 type Head = (Response<()>, Framing, BytesMut, bool);
@@ -424,8 +407,7 @@ fn parse_head(
     }
     let http11 = parsed.version == Some(1);
     let mut map = HeaderMap::with_capacity(parsed.headers.len() + 24);
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
+    let mut framing_headers = FramingHeaders::default();
     let mut close = !http11;
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -433,25 +415,16 @@ fn parse_head(
         let value = HeaderValue::from_bytes(h.value)
             .map_err(|_| ReadError::Protocol("invalid header value"))?;
         if name == header::CONTENT_LENGTH {
-            for part in h.value.split(|b| *b == b',') {
-                let n = std::str::from_utf8(part)
-                    .ok()
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or(ReadError::Protocol("invalid content-length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(ReadError::Protocol("conflicting content-lengths"));
-                }
-                length = Some(n);
-            }
+            framing_headers
+                .content_length(h.value)
+                .map_err(|err| match err {
+                    FramingError::InvalidLength => ReadError::Protocol("invalid content-length"),
+                    FramingError::ConflictingLengths => {
+                        ReadError::Protocol("conflicting content-lengths")
+                    }
+                })?;
         } else if name == header::TRANSFER_ENCODING {
-            let last = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.rsplit(',').next())
-                .map(str::trim);
-            chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")));
+            framing_headers.transfer_encoding(h.value);
         } else if name == header::CONNECTION {
             let tokens = value.to_str().unwrap_or_default();
             for token in tokens.split(',').map(str::trim) {
@@ -464,6 +437,9 @@ fn parse_head(
         }
         map.append(name, value);
     }
+    let FramingHeaders {
+        length, chunked, ..
+    } = framing_headers;
     if chunked.is_some() {
         // RFC 9112 §6.1/§6.3: Transfer-Encoding wins. A length next to it, or the header
         // in an HTTP/1.0 answer, may be a smuggling attempt: that connection is closed
@@ -493,29 +469,13 @@ fn parse_head(
     Ok(Some((Some(response), framing, keep_alive, len)))
 }
 
-/// Where the chunked decoder is.
-#[derive(Debug, Clone, Copy)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside chunk data, this much left.
-    Data(u64),
-    /// Expecting the CRLF after chunk data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
-}
-
 /// A response body read from the upstream connection as the client takes it. The
 /// connection returns to its pool as soon as the last byte is read.
 #[derive(Debug)]
 pub struct UpstreamBody {
     stream: Option<TcpStream>,
     buf: BytesMut,
-    framing: Framing,
-    /// Bytes left of a `Content-Length` body.
-    remaining: u64,
-    chunk: Chunk,
+    decoder: Decoder,
     keep_alive: bool,
     pool: Arc<Pool>,
 }
@@ -531,16 +491,11 @@ impl UpstreamBody {
         let mut body = Self {
             stream: Some(stream),
             buf,
-            framing,
-            remaining: match framing {
-                Framing::Length(len) => len,
-                _ => 0,
-            },
-            chunk: Chunk::Size,
+            decoder: Decoder::new(framing),
             keep_alive,
             pool,
         };
-        if framing == Framing::Empty || framing == Framing::Length(0) {
+        if body.decoder.is_done() {
             body.finish();
         }
         body
@@ -555,139 +510,6 @@ impl UpstreamBody {
         {
             self.pool.put(stream);
         }
-        self.framing = Framing::Empty;
-    }
-
-    /// Reads more from the socket into the buffer; `Ok(0)` at EOF.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(
-            Pin::new(stream) as Pin<&mut dyn AsyncRead>,
-            cx,
-            &mut self.buf,
-        )
-    }
-
-    fn cut_off() -> io::Error {
-        io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body")
-    }
-
-    fn poll_length(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        if self.buf.is_empty() && ready!(self.poll_fill(cx))? == 0 {
-            return Poll::Ready(Some(Err(Self::cut_off())));
-        }
-        let take = self
-            .buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let data = self.buf.split_to(take).freeze();
-        self.remaining -= take as u64;
-        if self.remaining == 0 {
-            self.finish();
-        }
-        Poll::Ready(Some(Ok(data)))
-    }
-
-    fn poll_until_close(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        if self.buf.is_empty() && ready!(self.poll_fill(cx))? == 0 {
-            self.stream = None;
-            self.framing = Framing::Empty;
-            return Poll::Ready(None);
-        }
-        Poll::Ready(Some(Ok(self.buf.split().freeze())))
-    }
-
-    /// The position of the next CRLF-terminated line in the buffer.
-    fn line(&self) -> Option<usize> {
-        self.buf.windows(2).position(|w| w == b"\r\n")
-    }
-
-    fn poll_chunked(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        let bad = |why: &'static str| {
-            Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::InvalidData, why))))
-        };
-        loop {
-            match self.chunk {
-                Chunk::Size | Chunk::Trailers => {
-                    let Some(end) = self.line() else {
-                        if self.buf.len() > 8 * 1024 {
-                            return bad("chunk header too long");
-                        }
-                        if ready!(self.poll_fill(cx))? == 0 {
-                            return Poll::Ready(Some(Err(Self::cut_off())));
-                        }
-                        continue;
-                    };
-                    let line = self.buf.split_to(end + 2);
-                    let line = &line[..end];
-                    if let Chunk::Trailers = self.chunk {
-                        if line.is_empty() {
-                            self.finish();
-                            return Poll::Ready(None);
-                        }
-                        continue;
-                    }
-                    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
-                    let digits = std::str::from_utf8(digits)
-                        .unwrap_or("")
-                        .trim_end_matches([' ', '\t']);
-                    // Leading zeros say nothing about the size ("000" is still zero).
-                    let digits = match digits.trim_start_matches('0') {
-                        "" if !digits.is_empty() => "0",
-                        rest => rest,
-                    };
-                    if digits.is_empty()
-                        || digits.len() > 15
-                        || !digits.bytes().all(|b| b.is_ascii_hexdigit())
-                    {
-                        return bad("invalid chunk size");
-                    }
-                    let Ok(size) = u64::from_str_radix(digits, 16) else {
-                        return bad("invalid chunk size");
-                    };
-                    self.chunk = if size == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(size)
-                    };
-                }
-                Chunk::Data(left) => {
-                    if self.buf.is_empty() && ready!(self.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Some(Err(Self::cut_off())));
-                    }
-                    let take = self
-                        .buf
-                        .len()
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let data = self.buf.split_to(take).freeze();
-                    let left = left - take as u64;
-                    self.chunk = if left == 0 {
-                        Chunk::DataEnd
-                    } else {
-                        Chunk::Data(left)
-                    };
-                    return Poll::Ready(Some(Ok(data)));
-                }
-                Chunk::DataEnd => {
-                    if self.buf.len() < 2 {
-                        if ready!(self.poll_fill(cx))? == 0 {
-                            return Poll::Ready(Some(Err(Self::cut_off())));
-                        }
-                        continue;
-                    }
-                    if &self.buf[..2] != b"\r\n" {
-                        return bad("chunk data not followed by CRLF");
-                    }
-                    self.buf.advance(2);
-                    self.chunk = Chunk::Size;
-                }
-            }
-        }
     }
 }
 
@@ -700,32 +522,24 @@ impl http_body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        let polled = match this.framing {
-            Framing::Empty => return Poll::Ready(None),
-            Framing::Length(_) => this.poll_length(cx),
-            Framing::Chunked => this.poll_chunked(cx),
-            Framing::UntilClose => this.poll_until_close(cx),
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(None);
         };
-        polled.map(|item| {
-            item.map(|result| {
-                result.map(Frame::data).inspect_err(|_| {
-                    this.stream = None;
-                    this.framing = Framing::Empty;
-                })
-            })
-        })
+        let polled = ready!(this.decoder.poll_data(Pin::new(stream), &mut this.buf, cx));
+        match &polled {
+            Some(Err(_)) => this.stream = None,
+            _ if this.decoder.is_done() => this.finish(),
+            _ => {}
+        }
+        Poll::Ready(polled.map(|data| data.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Empty
+        self.stream.is_none() || self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Empty => SizeHint::with_exact(0),
-            Framing::Length(_) => SizeHint::with_exact(self.remaining),
-            Framing::Chunked | Framing::UntilClose => SizeHint::default(),
-        }
+        self.decoder.size_hint()
     }
 }
 

@@ -1,0 +1,377 @@
+//! HTTP/1.1 message framing shared by the kit's server ([`crate::serve`]) and its
+//! upstream client ([`crate::upstream`]): reading `Content-Length` and
+//! `Transfer-Encoding` (RFC 9112 §6), decoding a body from a socket, writing header lines.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue};
+use http_body::SizeHint;
+use tokio::io::AsyncRead;
+
+/// Read buffer size, and how much more is asked of the socket once it is used up.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
+/// Longest chunk-size or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 8 * 1024;
+
+/// How a message body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (or the body has been read).
+    Empty,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the peer closes (responses only).
+    UntilClose,
+}
+
+/// The framing headers of one message as read.
+#[derive(Debug, Default)]
+pub(crate) struct FramingHeaders {
+    /// The `Content-Length`, if any (all its values agreed).
+    pub length: Option<u64>,
+    /// `Transfer-Encoding` seen: whether its last coding is `chunked`.
+    pub chunked: Option<bool>,
+    /// `Transfer-Encoding` had a coding other than one final `chunked`.
+    pub other_coding: bool,
+}
+
+/// Why the framing headers cannot be believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FramingError {
+    /// A `Content-Length` value that is not a plain decimal number.
+    InvalidLength,
+    /// `Content-Length` values that differ.
+    ConflictingLengths,
+}
+
+impl FramingHeaders {
+    /// Takes in one `Content-Length` header value (a list of equal numbers is one number).
+    pub fn content_length(&mut self, value: &[u8]) -> Result<(), FramingError> {
+        for part in value.split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(FramingError::InvalidLength);
+            }
+            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if self.length.is_some_and(|l| l != n) {
+                return Err(FramingError::ConflictingLengths);
+            }
+            self.length = Some(n);
+        }
+        Ok(())
+    }
+
+    /// Takes in one `Transfer-Encoding` header value (the last one seen decides).
+    pub fn transfer_encoding(&mut self, value: &[u8]) {
+        let codings = value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+        let mut last_chunked = false;
+        for coding in codings {
+            if coding.is_empty() {
+                continue;
+            }
+            if last_chunked || !coding.eq_ignore_ascii_case(b"chunked") {
+                self.other_coding = true;
+            }
+            last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        }
+        if self.chunked == Some(true) {
+            // `chunked` in an earlier header line and more codings after it.
+            self.other_coding = true;
+        }
+        self.chunked = Some(last_chunked);
+    }
+}
+
+/// Appends `name: value\r\n`.
+pub(crate) fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a decimal number.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this much left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+/// Decodes one body from a socket and the bytes already read from it. Bytes after the
+/// body stay in the buffer.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    framing: Framing,
+    /// Bytes left of a `Content-Length` body.
+    remaining: u64,
+    chunk: Chunk,
+}
+
+impl Decoder {
+    pub fn new(framing: Framing) -> Self {
+        let framing = match framing {
+            Framing::Length(0) => Framing::Empty,
+            other => other,
+        };
+        Self {
+            framing,
+            remaining: match framing {
+                Framing::Length(len) => len,
+                _ => 0,
+            },
+            chunk: Chunk::Size,
+        }
+    }
+
+    /// The whole body has been read (or it failed).
+    pub fn is_done(&self) -> bool {
+        self.framing == Framing::Empty
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(_) => SizeHint::with_exact(self.remaining),
+            Framing::Chunked | Framing::UntilClose => SizeHint::default(),
+        }
+    }
+
+    /// The next piece of the body; `None` once it is complete. An error ends it.
+    pub fn poll_data<R: AsyncRead + ?Sized>(
+        &mut self,
+        mut io: Pin<&mut R>,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Bytes>>> {
+        let polled = match self.framing {
+            Framing::Empty => return Poll::Ready(None),
+            Framing::Length(_) => self.poll_length(io.as_mut(), buf, cx),
+            Framing::Chunked => self.poll_chunked(io.as_mut(), buf, cx),
+            Framing::UntilClose => self.poll_until_close(io.as_mut(), buf, cx),
+        };
+        if let Poll::Ready(Some(Err(_))) = polled {
+            self.framing = Framing::Empty;
+        }
+        polled
+    }
+
+    fn poll_length<R: AsyncRead + ?Sized>(
+        &mut self,
+        io: Pin<&mut R>,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Bytes>>> {
+        if buf.is_empty() && ready!(poll_fill(io, buf, cx))? == 0 {
+            return Poll::Ready(Some(Err(cut_off())));
+        }
+        let take = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let data = buf.split_to(take).freeze();
+        self.remaining -= take as u64;
+        if self.remaining == 0 {
+            self.framing = Framing::Empty;
+        }
+        Poll::Ready(Some(Ok(data)))
+    }
+
+    fn poll_until_close<R: AsyncRead + ?Sized>(
+        &mut self,
+        io: Pin<&mut R>,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Bytes>>> {
+        if buf.is_empty() && ready!(poll_fill(io, buf, cx))? == 0 {
+            self.framing = Framing::Empty;
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(buf.split().freeze())))
+    }
+
+    fn poll_chunked<R: AsyncRead + ?Sized>(
+        &mut self,
+        mut io: Pin<&mut R>,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Bytes>>> {
+        let bad = |why: &'static str| {
+            Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::InvalidData, why))))
+        };
+        loop {
+            match self.chunk {
+                Chunk::Size | Chunk::Trailers => {
+                    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        if buf.len() > MAX_CHUNK_LINE {
+                            return bad("chunk header too long");
+                        }
+                        if ready!(poll_fill(io.as_mut(), buf, cx))? == 0 {
+                            return Poll::Ready(Some(Err(cut_off())));
+                        }
+                        continue;
+                    };
+                    let line = buf.split_to(end + 2);
+                    let line = &line[..end];
+                    if let Chunk::Trailers = self.chunk {
+                        if line.is_empty() {
+                            self.framing = Framing::Empty;
+                            return Poll::Ready(None);
+                        }
+                        continue;
+                    }
+                    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
+                    let digits = std::str::from_utf8(digits)
+                        .unwrap_or("")
+                        .trim_end_matches([' ', '\t']);
+                    // Leading zeros say nothing about the size ("000" is still zero).
+                    let digits = match digits.trim_start_matches('0') {
+                        "" if !digits.is_empty() => "0",
+                        rest => rest,
+                    };
+                    if digits.is_empty()
+                        || digits.len() > 15
+                        || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        return bad("invalid chunk size");
+                    }
+                    let Ok(size) = u64::from_str_radix(digits, 16) else {
+                        return bad("invalid chunk size");
+                    };
+                    self.chunk = if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Chunk::Data(left) => {
+                    if buf.is_empty() && ready!(poll_fill(io.as_mut(), buf, cx))? == 0 {
+                        return Poll::Ready(Some(Err(cut_off())));
+                    }
+                    let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let data = buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    self.chunk = if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    };
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Chunk::DataEnd => {
+                    if buf.len() < 2 {
+                        if ready!(poll_fill(io.as_mut(), buf, cx))? == 0 {
+                            return Poll::Ready(Some(Err(cut_off())));
+                        }
+                        continue;
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return bad("chunk data not followed by CRLF");
+                    }
+                    buf.advance(2);
+                    self.chunk = Chunk::Size;
+                }
+            }
+        }
+    }
+}
+
+/// Reads more from `io` into `buf`; `Ok(0)` at EOF.
+pub(crate) fn poll_fill<R: AsyncRead + ?Sized>(
+    io: Pin<&mut R>,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(io, cx, buf)
+}
+
+fn cut_off() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed mid-body")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_lists_of_one_number_are_one_number_and_anything_else_is_refused() {
+        let mut f = FramingHeaders::default();
+        assert_eq!(f.content_length(b"42"), Ok(()));
+        assert_eq!(f.content_length(b"42, 42"), Ok(()));
+        assert_eq!(f.length, Some(42));
+        assert_eq!(
+            f.content_length(b"43"),
+            Err(FramingError::ConflictingLengths)
+        );
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b"0x10",
+            b"1 2",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(
+                FramingHeaders::default().content_length(bad),
+                Err(FramingError::InvalidLength),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_one_final_chunked_coding_is_plain_chunked() {
+        let te = |values: &[&[u8]]| {
+            let mut f = FramingHeaders::default();
+            for v in values {
+                f.transfer_encoding(v);
+            }
+            (f.chunked, f.other_coding)
+        };
+        assert_eq!(te(&[b"chunked"]), (Some(true), false));
+        assert_eq!(te(&[b"Chunked "]), (Some(true), false));
+        assert_eq!(te(&[b"gzip, chunked"]), (Some(true), true));
+        assert_eq!(te(&[b"chunked, chunked"]), (Some(true), true));
+        assert_eq!(te(&[b"chunked", b"chunked"]), (Some(true), true));
+        assert_eq!(te(&[b"chunked, identity"]), (Some(false), true));
+        assert_eq!(te(&[b"chunked", b"gzip"]), (Some(false), true));
+    }
+
+    #[test]
+    fn decimals_are_written_without_formatting() {
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+}
