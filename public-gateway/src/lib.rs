@@ -12,7 +12,12 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, extract::Request, response::Response, routing::get};
+use axum::{
+    Router,
+    extract::Request,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use http::header;
 use ic_gateway::{
     client_ip::{Client, TrustedProxies, peer_ip, rate_key},
@@ -26,7 +31,7 @@ use ic_gateway::{
     serve::Pipeline,
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
-use ic_http::{app_token::OPEN_PATHS, context::in_request_context, guard_panics};
+use ic_http::{ApiError, app_token::OPEN_PATHS, context::in_request_context, guard_panics};
 use ic_telemetry::{HttpMetrics, RouteLabel, metrics_handler, track};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -302,6 +307,14 @@ impl Stages {
 impl Pipeline for PublicGateway {
     fn handle(&self, request: Request, peer: IpAddr) -> impl Future<Output = Response> + Send {
         self.0.handle(request, peer)
+    }
+
+    /// A request the server would not read (malformed, ambiguous framing) still gets the
+    /// security headers.
+    fn refuse(&self, error: ApiError) -> Response {
+        let mut response = error.into_response();
+        self.0.security.apply(&mut response);
+        response
     }
 }
 

@@ -793,7 +793,8 @@ async fn without_redis_the_gateway_limits_locally_reports_degraded_and_recovers(
 }
 
 #[tokio::test]
-async fn served_over_tcp_the_peer_is_the_client_and_shutdown_lets_in_flight_requests_finish() {
+async fn served_over_tcp_the_peer_is_the_client_refused_framing_is_enveloped_and_shutdown_lets_in_flight_requests_finish()
+ {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = Recorder::start().await;
     let port = ic_testkit::free_port();
@@ -824,6 +825,30 @@ async fn served_over_tcp_the_peer_is_the_client_and_shutdown_lets_in_flight_requ
         seen[0].headers["x-forwarded-for"], "127.0.0.1",
         "the socket peer is the client; its own X-Forwarded-For is not believed"
     );
+
+    // A request the server refuses to read (ambiguous framing) is still answered in the
+    // envelope with the security headers, and never reaches the upstream.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        raw.write_all(
+            b"POST /api/v1/services HTTP/1.1\r\nhost: gw\r\ncontent-length: 4\r\n\
+              transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        raw.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(
+            answer.contains("x-content-type-options: nosniff"),
+            "{answer}"
+        );
+        assert!(answer.contains("\"VALIDATION_ERROR\""), "{answer}");
+        assert_eq!(upstream.seen().len(), 1, "the upstream saw nothing more");
+    }
 
     let in_flight = tokio::spawn({
         let client = client.clone();

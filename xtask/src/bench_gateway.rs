@@ -4,7 +4,7 @@
 //! Latency is measured with one connection (what the proxy adds to a request), throughput
 //! with 64. Every proxy runs for the whole benchmark and they are measured in turns, three
 //! rounds, each figure the median of its rounds: a slow moment of the machine then lands
-//! on every proxy instead of on whichever happened to run then. A bare proxy built like the gateway (hyper's server, the kit's upstream
+//! on every proxy instead of on whichever happened to run then. A bare proxy built like the gateway (the kit's server and upstream
 //! client) adding the same headers ("proxy floor") shows what the pipeline itself costs. Also the gateway's peak resident memory while it streams a 200 MiB response.
 
 use std::{
@@ -300,7 +300,7 @@ pub fn gateway() -> anyhow::Result<()> {
         by("public-gateway") / by("haproxy")
     );
     println!(
-        "  proxy floor / nginx: {:.2}x   public-gateway / proxy floor: {:.2}x   (proxy floor: hyper's server and the kit's upstream client, no pipeline, same headers; examples/bare_proxy.rs)",
+        "  proxy floor / nginx: {:.2}x   public-gateway / proxy floor: {:.2}x   (proxy floor: the kit's server and upstream client, no pipeline, same headers; examples/bare_proxy.rs)",
         by("proxy floor") / by("nginx"),
         by("public-gateway") / by("proxy floor")
     );

@@ -1,17 +1,20 @@
-//! The floor for the gateway as built (hyper's HTTP/1.1 server, the kit's upstream
-//! client), measured by `cargo xtask bench gateway`: a bare proxy (no pipeline, no
+//! The floor for the gateway as built (the kit's HTTP/1.1 server and upstream client),
+//! measured by `cargo xtask bench gateway`: a bare proxy (no pipeline, no
 //! checks) that adds the same request and response headers as public-gateway, so the
 //! difference to it is what the pipeline's work costs.
 //!
 //! Usage: `bare_proxy <port> <upstream base URL>`.
 #![allow(clippy::disallowed_methods)] // a benchmark tool reads its arguments
 
-use std::{convert::Infallible, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use axum::body::Body;
-use hyper::{body::Incoming, header::HeaderValue, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use ic_gateway::upstream::UpstreamClient;
+use axum::{extract::Request, response::Response};
+use http::HeaderValue;
+use ic_gateway::{
+    serve::{Pipeline, serve},
+    upstream::UpstreamClient,
+};
+use tokio_util::sync::CancellationToken;
 
 const REQUEST_HEADERS: [(&str, &str); 6] = [
     (
@@ -48,6 +51,36 @@ const RESPONSE_HEADERS: [(&str, &str); 17] = [
     ),
 ];
 
+/// Forwards every request to the upstream with the gateway's headers added.
+struct Bare {
+    client: UpstreamClient,
+    upstream: String,
+}
+
+impl Pipeline for Bare {
+    async fn handle(&self, mut request: Request, _: IpAddr) -> Response {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri = format!("{}{path}", self.upstream);
+        *request.uri_mut() = uri.parse().expect("a valid URI");
+        for (name, value) in REQUEST_HEADERS {
+            request
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        let mut response = self
+            .client
+            .send(request)
+            .await
+            .expect("the benchmark's upstream answers");
+        for (name, value) in RESPONSE_HEADERS {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        response.map(axum::body::Body::new)
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -57,40 +90,8 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let client = client.clone();
-        let upstream = upstream.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: hyper::Request<Incoming>| {
-                let mut request = request.map(Body::new);
-                let client = client.clone();
-                let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-                let uri = format!("{upstream}{path}");
-                async move {
-                    *request.uri_mut() = uri.parse().expect("a valid URI");
-                    for (name, value) in REQUEST_HEADERS {
-                        request
-                            .headers_mut()
-                            .insert(name, HeaderValue::from_static(value));
-                    }
-                    let response = client.send(request).await.map(|mut response| {
-                        for (name, value) in RESPONSE_HEADERS {
-                            response
-                                .headers_mut()
-                                .insert(name, HeaderValue::from_static(value));
-                        }
-                        response
-                    });
-                    Ok::<_, Infallible>(response.expect("the benchmark's upstream answers"))
-                }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let bare = Arc::new(Bare { client, upstream });
+    serve(listener, bare, CancellationToken::new())
+        .await
+        .expect("serving");
 }

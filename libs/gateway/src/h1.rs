@@ -112,6 +112,22 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// Appends a chunk-size line (`{len:x}\r\n`).
+pub(crate) fn push_chunk_size(out: &mut Vec<u8>, mut len: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[len & 0xf];
+        len >>= 4;
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Where the chunked decoder is.
 #[derive(Debug, Clone, Copy)]
 enum Chunk {
@@ -372,6 +388,11 @@ mod tests {
             let mut out = Vec::new();
             push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
+        }
+        for n in [0, 9, 10, 255, 16 * 1024, usize::MAX] {
+            let mut out = Vec::new();
+            push_chunk_size(&mut out, n);
+            assert_eq!(out, format!("{n:x}\r\n").into_bytes());
         }
     }
 }

@@ -1,34 +1,106 @@
-//! Serving a gateway: HTTP/1.1 straight on hyper, with no router in front of the
-//! pipeline (every request goes through it anyway), `TCP_NODELAY`, a header read
-//! timeout against slow clients, and graceful shutdown (in-flight requests finish).
+//! Serving a gateway: the kit's own HTTP/1.1 server. Each connection is one task that
+//! reads a request head, runs the [`Pipeline`] and writes the answer, with no router in
+//! front (every request goes through the pipeline anyway) and no per-request task,
+//! channel or timer.
+//!
+//! Why not hyper's server: `cargo xtask bench gateway` measured its per-request cost
+//! (a dispatcher copying the service future, a timer per request) above everything the
+//! gateway's own stages cost. Heads are parsed by `httparse`, as in hyper.
+//!
+//! What reaches the pipeline is unambiguous (RFC 9112, against request smuggling); the
+//! rest is answered 400 in the error envelope and the connection is closed:
+//! - the request target must be origin-form (`/path?query`);
+//! - HTTP/1.1 needs exactly one `Host`;
+//! - `Content-Length` must be one decimal number (a list of equal ones is one);
+//! - `Transfer-Encoding` must be exactly `chunked`, on HTTP/1.1, and never next to
+//!   `Content-Length`;
+//! - obs-fold, bare CRs, spaces before the colon and invalid bytes are refused by the
+//!   parser; so are a head over 64 KiB, more than 100 headers, and an `Expect` other
+//!   than `100-continue`.
+//!
+//! A request body is read only when the pipeline asks for it (`Expect: 100-continue`
+//! is answered then). A body left unread, or cut off, closes the connection after the
+//! response (after a short lingering read, so the client still gets the answer).
+//!
+//! Timeouts and shutdown: a client gets 30 s to send each request head (counted from the
+//! end of the previous answer: an idle keep-alive connection is closed after 30 s).
+//! When the token is cancelled, accepting stops, idle connections close, and in-flight
+//! requests finish (answered with `Connection: close`) within 30 s.
 
 use std::{
-    convert::Infallible,
+    cell::RefCell,
     io,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
+    pin::{Pin, pin},
     sync::Arc,
-    time::Duration,
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
 };
 
-use axum::{body::Body, extract::Request, response::Response};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse, Response},
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+use http_body::{Body as _, Frame, SizeHint};
+use ic_http::{ApiError, ErrorCode};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        TcpListener, TcpStream,
+        tcp::{ReadHalf, WriteHalf},
+    },
+    sync::{mpsc, oneshot},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::h1::{
+    Decoder, Framing, FramingError, FramingHeaders, READ_CHUNK, push_chunk_size, push_decimal,
+};
 
 /// A gateway's request pipeline.
 pub trait Pipeline: Send + Sync + 'static {
     /// Answers one request from the socket peer `peer`.
     fn handle(&self, request: Request, peer: IpAddr) -> impl Future<Output = Response> + Send;
+
+    /// The answer to a request the server refused to read (malformed or ambiguous); the
+    /// connection closes after it. By default the error envelope.
+    fn refuse(&self, error: ApiError) -> Response {
+        error.into_response()
+    }
 }
 
-/// Time allowed for a client to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time in-flight requests get to finish after shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeouts of [`serve_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Time a client gets to send a request head, from the end of the previous answer.
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish after shutdown begins.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Largest request head accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most request headers accepted.
+const MAX_HEADERS: usize = 100;
+/// Response bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Data frames at least this large are written as they are, not copied.
+const WRITE_DIRECT: usize = 16 * 1024;
+/// How long, and how much, an unread request body is read and dropped before a close.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Serves `pipeline` on `listener` until `token` is cancelled, then stops accepting and
 /// lets in-flight requests finish (up to 30 s).
@@ -37,13 +109,17 @@ pub async fn serve<P: Pipeline>(
     pipeline: Arc<P>,
     token: CancellationToken,
 ) -> io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    // Slow-header clients are cut off. This arms a timer per request, which costs
-    // about a tenth of the throughput in `cargo xtask bench gateway`, and is kept.
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    serve_with(listener, pipeline, token, ServeOptions::default()).await
+}
+
+/// [`serve`] with other timeouts.
+pub async fn serve_with<P: Pipeline>(
+    listener: TcpListener,
+    pipeline: Arc<P>,
+    token: CancellationToken,
+    options: ServeOptions,
+) -> io::Result<()> {
+    let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -58,25 +134,667 @@ pub async fn serve<P: Pipeline>(
             () = token.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let peer: SocketAddr = peer;
-        let pipeline = pipeline.clone();
-        let service = service_fn(move |request: hyper::Request<Incoming>| {
-            let pipeline = pipeline.clone();
-            async move { Ok::<_, Infallible>(pipeline.handle(request.map(Body::new), peer.ip()).await) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
+        connections.spawn(connection(
+            stream,
+            peer.ip(),
+            pipeline.clone(),
+            token.clone(),
+            options.header_read_timeout,
+        ));
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(options.drain_timeout, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests still running after the drain timeout");
     }
     Ok(())
+}
+
+/// What the server needs to know of a request to answer it.
+#[derive(Debug, Clone, Copy)]
+struct Exchange {
+    head_request: bool,
+    http10: bool,
+    keep_alive: bool,
+}
+
+/// A request head read off the wire.
+struct Head {
+    request: http::Request<()>,
+    exchange: Exchange,
+    framing: Framing,
+    expect_continue: bool,
+}
+
+/// One connection, request after request.
+async fn connection<P: Pipeline>(
+    mut stream: TcpStream,
+    peer: IpAddr,
+    pipeline: Arc<P>,
+    token: CancellationToken,
+    header_read_timeout: Duration,
+) {
+    let (mut rd, mut wr) = stream.split();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Vec::with_capacity(READ_CHUNK);
+    let mut shutdown = pin!(token.cancelled());
+    // One timer per connection, re-armed only when it fires early: a request costs an
+    // `Instant::now()`, not a timer registration.
+    let mut head_timer = pin!(tokio::time::sleep(header_read_timeout));
+    loop {
+        let waiting_since = Instant::now();
+        let head = loop {
+            if !buf.is_empty() {
+                match parse_head(&mut buf) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) if buf.len() < MAX_HEAD_BYTES => {}
+                    Ok(None) => {
+                        let error =
+                            ApiError::new(ErrorCode::ValidationError, "request head too large");
+                        return refuse(&*pipeline, error, &mut rd, &mut wr, &mut out).await;
+                    }
+                    Err(message) => {
+                        let error = ApiError::new(ErrorCode::ValidationError, message);
+                        return refuse(&*pipeline, error, &mut rd, &mut wr, &mut out).await;
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                read = rd.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                () = &mut shutdown, if buf.is_empty() => return,
+                () = &mut head_timer => {
+                    let deadline = waiting_since + header_read_timeout;
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    head_timer.as_mut().reset(deadline.into());
+                }
+            }
+        };
+
+        let Head {
+            request,
+            mut exchange,
+            framing,
+            expect_continue,
+        } = head;
+        let (written, body_done) = if framing == Framing::Empty {
+            let response = pipeline.handle(request.map(|()| Body::empty()), peer).await;
+            exchange.keep_alive &= !token.is_cancelled();
+            (
+                write_response(&mut wr, &mut out, response, exchange).await,
+                true,
+            )
+        } else {
+            let (tx, rx) = mpsc::channel(1);
+            let (want_tx, want_rx) = oneshot::channel();
+            let request = request.map(|()| {
+                Body::new(RequestBody {
+                    rx,
+                    want: Some(want_tx),
+                    remaining: match framing {
+                        Framing::Length(len) => Some(len),
+                        _ => None,
+                    },
+                    ended: false,
+                })
+            });
+            let mut decoder = Decoder::new(framing);
+            let mut pump = pin!(pump_body(
+                &mut rd,
+                &mut buf,
+                &mut decoder,
+                tx,
+                want_rx,
+                expect_continue,
+            ));
+            let mut handler = pin!(pipeline.handle(request, peer));
+            let (response, mut pumped) = tokio::select! {
+                biased;
+                response = &mut handler => (response, None),
+                pumped = &mut pump => (handler.await, Some(pumped)),
+            };
+            if pumped.is_none()
+                && let Poll::Ready(done) =
+                    std::future::poll_fn(|cx| Poll::Ready(pump.as_mut().poll(cx))).await
+            {
+                pumped = Some(done);
+            }
+            // A body left unread closes the connection: say so in the answer.
+            exchange.keep_alive &=
+                !token.is_cancelled() && pumped.is_none_or(|p| p == Pumped::Complete);
+            // The answer may stream the request body on (or not read it at all).
+            let mut write = pin!(write_response(&mut wr, &mut out, response, exchange));
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    written = &mut write => break written,
+                    done = &mut pump, if pumped.is_none() => pumped = Some(done),
+                }
+            };
+            (written, pumped == Some(Pumped::Complete))
+        };
+        match written {
+            Ok(true) if body_done => {}
+            Ok(_) if !body_done => return linger(&mut rd, &mut wr).await,
+            _ => return,
+        }
+        if buf.capacity() > 4 * READ_CHUNK && buf.is_empty() {
+            // A large head or body grew the buffer: give the memory back.
+            buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+}
+
+/// Answers a request the server will not read, then closes.
+async fn refuse<P: Pipeline>(
+    pipeline: &P,
+    error: ApiError,
+    rd: &mut ReadHalf<'_>,
+    wr: &mut WriteHalf<'_>,
+    out: &mut Vec<u8>,
+) {
+    tracing::debug!(error = %error, "request refused before the pipeline");
+    let response = pipeline.refuse(error);
+    let exchange = Exchange {
+        head_request: false,
+        http10: false,
+        keep_alive: false,
+    };
+    if write_response(wr, out, response, exchange).await.is_ok() {
+        linger(rd, wr).await;
+    }
+}
+
+/// Closes the sending side, then reads and drops what the client still sends for a
+/// moment: closing with unread bytes would reset the connection and could destroy the
+/// answer before the client reads it.
+async fn linger(rd: &mut ReadHalf<'_>, wr: &mut WriteHalf<'_>) {
+    if wr.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// Parses a complete request head off the front of `buf` (`None`: not complete yet).
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many request headers"),
+        Err(httparse::Error::Version) => return Err("unsupported HTTP version"),
+        Err(_) => return Err("malformed request head"),
+    };
+    // Where each piece lies in the buffer, so the head can be frozen and shared by the
+    // request's URI and header values instead of copied.
+    let base = buf.as_ptr() as usize;
+    let at = |piece: &[u8]| {
+        let start = piece.as_ptr() as usize - base;
+        (start, start + piece.len())
+    };
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| "invalid method")?;
+    let target = parsed.path.unwrap_or_default();
+    if !target.starts_with('/') {
+        return Err("the request target must be a path (origin-form)");
+    }
+    let target = at(target.as_bytes());
+    let http10 = parsed.version == Some(0);
+    let count = parsed.headers.len();
+    let mut places = [((0, 0), (0, 0)); MAX_HEADERS];
+    for (place, h) in places.iter_mut().zip(parsed.headers.iter()) {
+        *place = (at(h.name.as_bytes()), at(h.value));
+    }
+    let head = buf.split_to(len).freeze();
+
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
+        .map_err(|_| "invalid request target")?;
+    let mut map = HeaderMap::with_capacity(count + 16);
+    let mut framing = FramingHeaders::default();
+    let mut hosts = 0;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    for &(name, value) in &places[..count] {
+        let name =
+            HeaderName::from_bytes(&head[name.0..name.1]).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))
+            .map_err(|_| "invalid header value")?;
+        if name == header::CONTENT_LENGTH {
+            framing
+                .content_length(value.as_bytes())
+                .map_err(|err| match err {
+                    FramingError::InvalidLength => "invalid Content-Length",
+                    FramingError::ConflictingLengths => "conflicting Content-Lengths",
+                })?;
+        } else if name == header::TRANSFER_ENCODING {
+            framing.transfer_encoding(value.as_bytes());
+        } else if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            if value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err("unsupported expectation");
+            }
+        }
+        map.append(name, value);
+    }
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Err("exactly one Host header is required");
+    }
+    let framing = match framing {
+        FramingHeaders {
+            chunked: Some(_),
+            length: Some(_),
+            ..
+        } => return Err("Transfer-Encoding and Content-Length together"),
+        FramingHeaders {
+            chunked: Some(_), ..
+        } if http10 => return Err("Transfer-Encoding in an HTTP/1.0 request"),
+        FramingHeaders {
+            chunked: Some(true),
+            other_coding: false,
+            ..
+        } => Framing::Chunked,
+        FramingHeaders {
+            chunked: Some(_), ..
+        } => return Err("unsupported Transfer-Encoding (only chunked is accepted)"),
+        FramingHeaders {
+            length: Some(len), ..
+        } => Framing::Length(len),
+        FramingHeaders { .. } => Framing::Empty,
+    };
+    let mut request = http::Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = if http10 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *request.headers_mut() = map;
+    let head_request = request.method() == Method::HEAD;
+    Ok(Some(Head {
+        request,
+        exchange: Exchange {
+            head_request,
+            http10,
+            keep_alive: if http10 {
+                keep_alive_token && !close
+            } else {
+                !close
+            },
+        },
+        framing,
+        expect_continue: expect_continue && framing != Framing::Empty,
+    }))
+}
+
+/// How reading a request body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pumped {
+    /// Read to its end: the connection can carry the next request.
+    Complete,
+    /// The pipeline dropped it unread (or part-read).
+    Abandoned,
+    /// The client broke it off or framed it badly.
+    Failed,
+}
+
+/// What the connection hands the request body.
+enum Piece {
+    Data(Bytes),
+    End,
+    Failed(io::Error),
+}
+
+/// Reads the request body off the connection as the pipeline asks for it.
+async fn pump_body(
+    rd: &mut ReadHalf<'_>,
+    buf: &mut BytesMut,
+    decoder: &mut Decoder,
+    tx: mpsc::Sender<Piece>,
+    want: oneshot::Receiver<()>,
+    expect_continue: bool,
+) -> Pumped {
+    if want.await.is_err() {
+        return Pumped::Abandoned;
+    }
+    if expect_continue && buf.is_empty() {
+        // Nothing written yet on this exchange: the interim answer goes out alone.
+        let stream: &TcpStream = rd.as_ref();
+        let mut line: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        while !line.is_empty() {
+            match stream.try_write(line) {
+                Ok(n) => line = &line[n..],
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if stream.writable().await.is_err() {
+                        return Pumped::Failed;
+                    }
+                }
+                Err(_) => return Pumped::Failed,
+            }
+        }
+    }
+    loop {
+        let Ok(permit) = tx.reserve().await else {
+            return Pumped::Abandoned;
+        };
+        let next = std::future::poll_fn(|cx| decoder.poll_data(Pin::new(&mut *rd), buf, cx)).await;
+        match next {
+            Some(Ok(data)) => permit.send(Piece::Data(data)),
+            Some(Err(err)) => {
+                permit.send(Piece::Failed(err));
+                return Pumped::Failed;
+            }
+            None => {
+                permit.send(Piece::End);
+                return Pumped::Complete;
+            }
+        }
+    }
+}
+
+/// A request body as the pipeline sees it: read from the connection on demand.
+#[derive(Debug)]
+struct RequestBody {
+    rx: mpsc::Receiver<Piece>,
+    /// Told on the first poll: the connection starts reading (and answers
+    /// `Expect: 100-continue`) only then.
+    want: Option<oneshot::Sender<()>>,
+    /// Bytes left of a `Content-Length` body.
+    remaining: Option<u64>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Piece {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Piece")
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(want) = this.want.take() {
+            let _ = want.send(());
+        }
+        let piece = match this.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(piece) => piece,
+        };
+        match piece {
+            Some(Piece::Data(data)) => {
+                if let Some(left) = this.remaining.as_mut() {
+                    *left = left.saturating_sub(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Some(Piece::End) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Some(Piece::Failed(err)) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(err)))
+            }
+            // The connection went away mid-body: never a clean end.
+            None => {
+                this.ended = true;
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the request body was cut off",
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(left) => SizeHint::with_exact(left),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// How the response body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Writes `response`; `Ok(true)` when the connection can carry another request.
+async fn write_response(
+    wr: &mut WriteHalf<'_>,
+    out: &mut Vec<u8>,
+    response: Response,
+    exchange: Exchange,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let bodiless_status = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| {
+        let mut f = FramingHeaders::default();
+        f.content_length(v.as_bytes()).ok().and(f.length)
+    });
+    let framing = if exchange.head_request || bodiless_status {
+        Out::None
+    } else if let Some(len) = body.size_hint().exact().or(declared) {
+        Out::Length(len)
+    } else if exchange.http10 {
+        Out::UntilClose
+    } else {
+        Out::Chunked
+    };
+    let keep_alive = exchange.keep_alive && framing != Out::UntilClose;
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        // Framing and connection management are the server's.
+        if matches!(
+            *name,
+            header::CONNECTION | header::TRANSFER_ENCODING | header::CONTENT_LENGTH
+        ) || name == "keep-alive"
+        {
+            continue;
+        }
+        crate::h1::push_header(out, name, value);
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        push_date(out);
+    }
+    match framing {
+        Out::Length(len) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, len);
+            out.extend_from_slice(b"\r\n");
+        }
+        Out::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // HEAD: the length the body would have (the upstream's, or the body's own).
+        Out::None if exchange.head_request && !bodiless_status => {
+            if let Some(len) = declared.or(body.size_hint().exact()) {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, len);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        Out::None if status == StatusCode::NOT_MODIFIED => {
+            if let Some(value) = parts.headers.get(header::CONTENT_LENGTH) {
+                crate::h1::push_header(out, &header::CONTENT_LENGTH, value);
+            }
+        }
+        Out::None | Out::UntilClose => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if exchange.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    if framing == Out::None || body.is_end_stream() {
+        if let Out::Length(len) = framing
+            && len != 0
+        {
+            // A body that promised bytes and has none.
+            wr.write_all(out).await?;
+            return Ok(false);
+        }
+        if framing == Out::Chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        wr.write_all(out).await?;
+        return Ok(keep_alive);
+    }
+
+    let mut sent: u64 = 0;
+    loop {
+        // What the body has ready goes out with what is gathered; the socket is written
+        // only when the body has to wait or the batch is full.
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let next = match polled {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    wr.write_all(out).await?;
+                    out.clear();
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let data = match next {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+            Some(Err(err)) => {
+                // Cut off: the client must see an incomplete message, never a whole one.
+                tracing::debug!(error = %err, "response body failed mid-stream");
+                if !out.is_empty() {
+                    wr.write_all(out).await?;
+                }
+                return Ok(false);
+            }
+        };
+        sent += data.len() as u64;
+        match framing {
+            Out::Length(len) if sent > len => {
+                tracing::warn!("response body longer than its Content-Length; closing");
+                if !out.is_empty() {
+                    wr.write_all(out).await?;
+                }
+                return Ok(false);
+            }
+            Out::Chunked => {
+                push_chunk_size(out, data.len());
+                push_data(wr, out, &data).await?;
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => push_data(wr, out, &data).await?,
+        }
+        if out.len() >= WRITE_BATCH {
+            wr.write_all(out).await?;
+            out.clear();
+        }
+    }
+    let complete = match framing {
+        Out::Length(len) => sent == len,
+        Out::Chunked => {
+            out.extend_from_slice(b"0\r\n\r\n");
+            true
+        }
+        _ => true,
+    };
+    if !out.is_empty() {
+        wr.write_all(out).await?;
+        out.clear();
+    }
+    Ok(keep_alive && complete)
+}
+
+/// Appends `data` to the batch, or writes the batch and `data` when `data` is large.
+async fn push_data(wr: &mut WriteHalf<'_>, out: &mut Vec<u8>, data: &Bytes) -> io::Result<()> {
+    if data.len() < WRITE_DIRECT {
+        out.extend_from_slice(data);
+        return Ok(());
+    }
+    if !out.is_empty() {
+        wr.write_all(out).await?;
+        out.clear();
+    }
+    wr.write_all(data).await
+}
+
+/// Appends a `date` header, formatted once a second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, date)| {
+        if *at != secs || date.is_empty() {
+            *at = secs;
+            *date = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
 }

@@ -26,7 +26,8 @@ use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::h1::{
-    Decoder, Framing, FramingError, FramingHeaders, READ_CHUNK, push_decimal, push_header,
+    Decoder, Framing, FramingError, FramingHeaders, READ_CHUNK, push_chunk_size, push_decimal,
+    push_header,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
@@ -313,11 +314,9 @@ async fn write_request(
             }
             Some(_) => stream.write_all(&data).await.map_err(WriteError::Io)?,
             None => {
-                let size = format!("{:x}\r\n", data.len());
-                stream
-                    .write_all(size.as_bytes())
-                    .await
-                    .map_err(WriteError::Io)?;
+                let mut size = Vec::with_capacity(18);
+                push_chunk_size(&mut size, data.len());
+                stream.write_all(&size).await.map_err(WriteError::Io)?;
                 stream.write_all(&data).await.map_err(WriteError::Io)?;
                 stream.write_all(b"\r\n").await.map_err(WriteError::Io)?;
             }

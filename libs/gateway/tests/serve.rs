@@ -1,0 +1,633 @@
+//! The kit's HTTP/1.1 server spoken to over raw TCP: keep-alive and pipelining,
+//! HTTP/1.0, request bodies (length, chunked, `Expect: 100-continue`, left unread),
+//! response framing, a request-smuggling battery refused before the pipeline, the header
+//! read timeout, and the graceful drain.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use ic_gateway::serve::{Pipeline, ServeOptions, serve_with};
+use ic_http::ApiError;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Answers by path; counts the requests that reached it.
+#[derive(Default)]
+struct Echo {
+    seen: AtomicUsize,
+}
+
+impl Pipeline for Echo {
+    async fn handle(&self, request: Request, peer: IpAddr) -> Response {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        let path = request.uri().path().to_owned();
+        match path.as_str() {
+            // The request as the pipeline saw it, its body included.
+            "/echo" => {
+                let head = format!(
+                    "{} {} {:?} peer={} host={:?} length={:?}\n",
+                    request.method(),
+                    request.uri(),
+                    request.version(),
+                    peer,
+                    request.headers().get("host"),
+                    request.headers().get("content-length"),
+                );
+                match request.into_body().collect().await {
+                    Ok(body) => {
+                        let mut out = head.into_bytes();
+                        out.extend_from_slice(&body.to_bytes());
+                        out.into_response()
+                    }
+                    Err(err) => {
+                        ApiError::validation("body", format!("body failed: {err}")).into_response()
+                    }
+                }
+            }
+            // Answers without reading the body.
+            "/ignore" => (StatusCode::PAYLOAD_TOO_LARGE, "no thanks").into_response(),
+            // A body of unknown length, in pieces.
+            "/stream" => {
+                let pieces = ["one,", "two,", "three"].map(Ok::<_, std::io::Error>);
+                Body::from_stream(futures::stream::iter(pieces)).into_response()
+            }
+            // A body that fails after its first piece.
+            "/broken" => {
+                let pieces = [
+                    Ok(Bytes::from_static(b"partial")),
+                    Err(std::io::Error::other("gone")),
+                ];
+                Body::from_stream(futures::stream::iter(pieces)).into_response()
+            }
+            "/no-content" => StatusCode::NO_CONTENT.into_response(),
+            "/slow" => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                "slow".into_response()
+            }
+            _ => (StatusCode::OK, "hello").into_response(),
+        }
+    }
+
+    fn refuse(&self, error: ApiError) -> Response {
+        let mut response = error.into_response();
+        response
+            .headers_mut()
+            .insert("x-refused-by", HeaderValue::from_static("echo"));
+        response
+    }
+}
+
+struct Server {
+    port: u16,
+    echo: Arc<Echo>,
+    token: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(options: ServeOptions) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let echo = Arc::new(Echo::default());
+    let token = CancellationToken::new();
+    let task = tokio::spawn(serve_with(listener, echo.clone(), token.clone(), options));
+    Server {
+        port,
+        echo,
+        token,
+        task,
+    }
+}
+
+async fn default_server() -> Server {
+    start(ServeOptions::default()).await
+}
+
+impl Server {
+    async fn connect(&self) -> Client {
+        Client {
+            stream: TcpStream::connect(("127.0.0.1", self.port)).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn seen(&self) -> usize {
+        self.echo.seen.load(Ordering::SeqCst)
+    }
+}
+
+/// One response as read off the wire.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// Header lines, lower-cased names.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// The body was chunked and its last chunk arrived.
+    chunked: bool,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads more; false at EOF.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(_) => panic!("no answer within 10 s"),
+        }
+    }
+
+    /// Reads one response (a HEAD answer has no body: `head_request`).
+    async fn answer_to(&mut self, head_request: bool) -> Option<Answer> {
+        let (status, headers, len) = loop {
+            let mut h = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Response::new(&mut h);
+            if let httparse::Status::Complete(len) = r.parse(&self.buf).unwrap() {
+                let headers = r
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                break (r.code.unwrap(), headers, len);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        };
+        self.buf.drain(..len);
+        let mut answer = Answer {
+            status,
+            headers,
+            body: Vec::new(),
+            chunked: false,
+        };
+        if head_request || status < 200 || status == 204 || status == 304 {
+            return Some(answer);
+        }
+        if let Some(len) = answer.header("content-length") {
+            let len: usize = len.parse().unwrap();
+            while self.buf.len() < len {
+                assert!(self.fill().await, "body cut off");
+            }
+            answer.body = self.buf.drain(..len).collect();
+        } else if answer.header("transfer-encoding") == Some("chunked") {
+            loop {
+                let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+                    if !self.fill().await {
+                        return Some(answer);
+                    }
+                    continue;
+                };
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&self.buf[..end]).unwrap(), 16)
+                        .unwrap();
+                while self.buf.len() < end + 2 + size + 2 {
+                    if !self.fill().await {
+                        return Some(answer);
+                    }
+                }
+                answer
+                    .body
+                    .extend_from_slice(&self.buf[end + 2..end + 2 + size]);
+                self.buf.drain(..end + 2 + size + 2);
+                if size == 0 {
+                    answer.chunked = true;
+                    return Some(answer);
+                }
+            }
+        } else {
+            while self.fill().await {}
+            answer.body = std::mem::take(&mut self.buf);
+        }
+        Some(answer)
+    }
+
+    async fn answer(&mut self) -> Answer {
+        self.answer_to(false).await.expect("an answer")
+    }
+
+    /// Whether the server has closed the connection (nothing more to read).
+    async fn closed(&mut self) -> bool {
+        !self.fill().await && self.buf.is_empty()
+    }
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nhost: gw\r\n\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn one_connection_carries_request_after_request_pipelined_or_not() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    client.send(&get("/a")).await;
+    let first = client.answer().await;
+    assert_eq!((first.status, first.text().as_str()), (200, "hello"));
+    assert_eq!(first.header("content-length"), Some("5"));
+    assert!(first.header("date").is_some_and(|d| d.ends_with(" GMT")));
+    assert_eq!(first.header("connection"), None);
+
+    // Three requests in one write: three answers, in order.
+    let mut pipelined = get("/echo?n=1");
+    pipelined.extend(get("/echo?n=2"));
+    pipelined.extend(b"GET /echo?n=3 HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n");
+    client.send(&pipelined).await;
+    for n in 1..=3 {
+        let answer = client.answer().await;
+        assert!(
+            answer
+                .text()
+                .starts_with(&format!("GET /echo?n={n} HTTP/1.1 peer=127.0.0.1")),
+            "{}",
+            answer.text()
+        );
+    }
+    assert!(client.closed().await, "closed after `connection: close`");
+    assert_eq!(server.seen(), 4);
+}
+
+#[tokio::test]
+async fn http_1_0_closes_unless_asked_to_keep_alive_and_gets_unknown_lengths_until_close() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    client.send(b"GET / HTTP/1.0\r\n\r\n").await;
+    let answer = client.answer().await;
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(client.closed().await);
+
+    let mut client = server.connect().await;
+    client
+        .send(b"GET /echo HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+        .await;
+    let answer = client.answer().await;
+    assert!(answer.text().starts_with("GET /echo HTTP/1.0"));
+    assert_eq!(answer.header("connection"), Some("keep-alive"));
+    client
+        .send(b"GET /stream HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+        .await;
+    let answer = client.answer().await;
+    assert_eq!(
+        answer.header("transfer-encoding"),
+        None,
+        "1.0 has no chunked"
+    );
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.text(), "one,two,three");
+}
+
+#[tokio::test]
+async fn request_bodies_arrive_whole_by_length_or_chunked_and_expect_gets_100_continue() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    client
+        .send(b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 11\r\n\r\nhello world")
+        .await;
+    let answer = client.answer().await;
+    assert!(
+        answer.text().ends_with("length=Some(\"11\")\nhello world"),
+        "{}",
+        answer.text()
+    );
+
+    // Chunked, with an extension, a leading zero and a trailer; the same connection.
+    client
+        .send(
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n\
+              5;ext=1\r\nhello\r\n06\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+        )
+        .await;
+    let answer = client.answer().await;
+    assert!(
+        answer.text().ends_with("length=None\nhello world"),
+        "{}",
+        answer.text()
+    );
+
+    // Expect: 100-continue gets the interim answer, then the body is read.
+    client
+        .send(
+            b"PUT /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n",
+        )
+        .await;
+    let interim = client.answer().await;
+    assert_eq!(interim.status, 100);
+    client.send(b"body").await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.text().ends_with("\nbody"));
+
+    // Still the same connection.
+    client.send(&get("/")).await;
+    assert_eq!(client.answer().await.status, 200);
+}
+
+#[tokio::test]
+async fn a_body_left_unread_is_never_taken_for_the_next_request() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    // The body looks like a request of its own: it must never be served as one.
+    let smuggled = get("/echo?smuggled");
+    let mut request = format!(
+        "POST /ignore HTTP/1.1\r\nhost: gw\r\ncontent-length: {}\r\n\r\n",
+        smuggled.len()
+    )
+    .into_bytes();
+    request.extend(&smuggled);
+    client.send(&request).await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(client.closed().await);
+    assert_eq!(server.seen(), 1);
+
+    // With Expect, the unread body is never asked for: no 100 Continue, just the answer.
+    let mut client = server.connect().await;
+    client
+        .send(b"POST /ignore HTTP/1.1\r\nhost: gw\r\ncontent-length: 100000\r\nexpect: 100-continue\r\n\r\n")
+        .await;
+    assert_eq!(client.answer().await.status, 413);
+}
+
+#[tokio::test]
+async fn a_cut_off_or_misframed_body_fails_in_the_pipeline_and_closes_the_connection() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    client
+        .send(b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        .await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer.text().contains("invalid chunk size"),
+        "{}",
+        answer.text()
+    );
+    assert!(client.closed().await);
+
+    let mut client = server.connect().await;
+    client
+        .send(b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\nhalf")
+        .await;
+    client.stream.shutdown().await.unwrap();
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+}
+
+#[tokio::test]
+async fn answers_are_framed_by_what_the_body_knows() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    client.send(&get("/stream")).await;
+    let answer = client.answer().await;
+    assert_eq!(answer.header("transfer-encoding"), Some("chunked"));
+    assert!(answer.chunked);
+    assert_eq!(answer.text(), "one,two,three");
+
+    client.send(b"HEAD / HTTP/1.1\r\nhost: gw\r\n\r\n").await;
+    let answer = client.answer_to(true).await.unwrap();
+    assert_eq!(
+        answer.header("content-length"),
+        Some("5"),
+        "HEAD tells the length"
+    );
+
+    client.send(&get("/no-content")).await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 204);
+    assert_eq!(answer.header("content-length"), None);
+    assert_eq!(answer.header("transfer-encoding"), None);
+
+    // Still in step after all three.
+    client.send(&get("/")).await;
+    assert_eq!(client.answer().await.text(), "hello");
+
+    // A body failing mid-way never ends as a whole message.
+    client.send(&get("/broken")).await;
+    let answer = client.answer().await;
+    assert_eq!(answer.text(), "partial");
+    assert!(!answer.chunked, "no last chunk after a failure");
+}
+
+#[tokio::test]
+async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
+    let server = default_server().await;
+    let battery: &[(&str, &[u8])] = &[
+        (
+            "CL and TE together",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "TE and CL together, the other order",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "TE on HTTP/1.0",
+            b"POST /echo HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a coding before chunked",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "chunked not last",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "chunked twice over two lines",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a look-alike coding",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: xchunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "differing lengths",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+        ),
+        (
+            "differing lengths in one line",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 5, 6\r\n\r\nhello!",
+        ),
+        (
+            "a signed length",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: +5\r\n\r\nhello",
+        ),
+        (
+            "a hex length",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 0x5\r\n\r\nhello",
+        ),
+        (
+            "space before the colon",
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length : 5\r\n\r\nhello",
+        ),
+        (
+            "obs-fold",
+            b"GET /echo HTTP/1.1\r\nhost: gw\r\nx-folded: a\r\n b\r\n\r\n",
+        ),
+        (
+            "a NUL in a value",
+            b"GET /echo HTTP/1.1\r\nhost: gw\r\nx-nul: a\0b\r\n\r\n",
+        ),
+        (
+            "a bare CR",
+            b"GET /echo HTTP/1.1\r\nhost: gw\rx-cr: 1\r\n\r\n",
+        ),
+        (
+            "absolute-form",
+            b"GET http://elsewhere/echo HTTP/1.1\r\nhost: gw\r\n\r\n",
+        ),
+        ("asterisk-form", b"OPTIONS * HTTP/1.1\r\nhost: gw\r\n\r\n"),
+        ("no Host on 1.1", b"GET /echo HTTP/1.1\r\n\r\n"),
+        (
+            "two Hosts",
+            b"GET /echo HTTP/1.1\r\nhost: gw\r\nhost: other\r\n\r\n",
+        ),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ("HTTP/1.2", b"GET /echo HTTP/1.2\r\nhost: gw\r\n\r\n"),
+        (
+            "an unknown expectation",
+            b"GET /echo HTTP/1.1\r\nhost: gw\r\nexpect: 200-ok\r\n\r\n",
+        ),
+        ("a space in the target", b"GET /a b HTTP/1.1\r\nhost: gw\r\n\r\n"),
+    ];
+    for (what, bytes) in battery {
+        let mut client = server.connect().await;
+        client.send(bytes).await;
+        let answer = client.answer().await;
+        assert_eq!(answer.status, 400, "{what}: {}", answer.text());
+        let envelope: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(envelope["error"]["code"], "VALIDATION_ERROR", "{what}");
+        assert_eq!(answer.header("x-refused-by"), Some("echo"), "{what}");
+        assert_eq!(answer.header("connection"), Some("close"), "{what}");
+        assert!(client.closed().await, "{what}: the connection is closed");
+    }
+    assert_eq!(server.seen(), 0, "nothing ambiguous reached the pipeline");
+
+    // Too large a head, too many headers.
+    let mut client = server.connect().await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: gw\r\nx-big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    client.send(big.as_bytes()).await;
+    assert_eq!(client.answer().await.status, 400);
+    let mut client = server.connect().await;
+    let mut many = String::from("GET / HTTP/1.1\r\nhost: gw\r\n");
+    for i in 0..120 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    client.send(many.as_bytes()).await;
+    assert_eq!(client.answer().await.status, 400);
+    assert_eq!(server.seen(), 0);
+
+    // What is fine: equal repeated lengths, a case-insensitive chunked.
+    let mut client = server.connect().await;
+    client
+        .send(b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\ncontent-length: 2, 2\r\n\r\nok")
+        .await;
+    assert!(client.answer().await.text().ends_with("\nok"));
+    client
+        .send(b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        .await;
+    assert!(client.answer().await.text().ends_with("\nok"));
+}
+
+#[tokio::test]
+async fn a_client_slow_to_send_its_head_is_cut_off_and_an_idle_one_too() {
+    let server = start(ServeOptions {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
+    })
+    .await;
+    // Half a head, then nothing.
+    let mut client = server.connect().await;
+    client.send(b"GET / HTTP/1.1\r\nhost: ").await;
+    assert!(client.closed().await, "cut off without an answer");
+
+    // A head in pieces within the time is fine, and the timer restarts per request.
+    let mut client = server.connect().await;
+    for _ in 0..3 {
+        client.send(b"GET / HTTP/1.1\r\n").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.send(b"host: gw\r\n\r\n").await;
+        assert_eq!(client.answer().await.status, 200);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Idle past the timeout: closed.
+    assert!(client.closed().await);
+    assert_eq!(server.seen(), 3);
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_lets_in_flight_requests_finish() {
+    let server = default_server().await;
+    let mut idle = server.connect().await;
+    idle.send(&get("/")).await;
+    assert_eq!(idle.answer().await.status, 200);
+
+    let mut busy = server.connect().await;
+    busy.send(&get("/slow")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.token.cancel();
+    assert!(idle.closed().await, "an idle connection is closed");
+    let answer = busy.answer().await;
+    assert_eq!((answer.status, answer.text().as_str()), (200, "slow"));
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(busy.closed().await);
+    server.task.await.unwrap().unwrap();
+    assert!(
+        TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .is_err(),
+        "nothing accepts after shutdown"
+    );
+}
