@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(c.port, 8000);
         assert_eq!(c.rate_limit_per_minute, 1000);
         assert_eq!(
-            c.upstreams.uri("services-api", "/x").unwrap().to_string(),
+            c.upstreams
+                .uri("services-api", "/x", None)
+                .unwrap()
+                .to_string(),
             "http://127.0.0.1:8080/x"
         );
     }

@@ -66,10 +66,33 @@ impl TrustedProxies {
     }
 }
 
+/// An IP address as text (IPv4 written by hand: this runs on every request).
+pub fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// The rate-limit key of an IP: the address, or its /64 for IPv6 (one subscriber).
 pub fn rate_key(ip: IpAddr) -> String {
     match canonical(ip) {
-        IpAddr::V4(v4) => v4.to_string(),
+        v4 @ IpAddr::V4(_) => ip_text(v4),
         IpAddr::V6(v6) => {
             let s = v6.segments();
             format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
@@ -177,5 +200,8 @@ mod tests {
             rate_key(ip("2001:db8:1:3::1"))
         );
         assert_eq!(rate_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
+        for text in ["0.0.0.0", "10.0.100.9", "255.255.255.255", "2001:db8::1"] {
+            assert_eq!(ip_text(ip(text)), text);
+        }
     }
 }

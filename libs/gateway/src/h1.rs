@@ -255,10 +255,18 @@ impl Decoder {
                     };
                     let line = buf.split_to(end + 2);
                     let line = &line[..end];
+                    // A bare LF or CR (or any control byte) inside a chunk line ends it
+                    // for some parsers and not others: refused, never guessed at.
+                    if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                        return bad("control character in a chunk line");
+                    }
                     if let Chunk::Trailers = self.chunk {
                         if line.is_empty() {
                             self.framing = Framing::Empty;
                             return Poll::Ready(None);
+                        }
+                        if !line.contains(&b':') || line[0] == b' ' || line[0] == b'\t' {
+                            return bad("malformed trailer line");
                         }
                         continue;
                     }

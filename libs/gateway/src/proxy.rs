@@ -38,18 +38,25 @@ pub enum Upstreams {
 }
 
 impl Upstreams {
-    /// The URI for `app_id`'s `path_and_query`.
-    pub fn uri(&self, app_id: &str, path_and_query: &str) -> Option<Uri> {
-        let uri = match self {
-            Self::Direct(bases) => format!(
-                "{}{path_and_query}",
-                bases.get(app_id)?.trim_end_matches('/')
-            ),
+    /// The URI for `app_id`'s `path` and `query`.
+    pub fn uri(&self, app_id: &str, path: &str, query: Option<&str>) -> Option<Uri> {
+        let mut uri = String::with_capacity(128);
+        match self {
+            Self::Direct(bases) => uri.push_str(bases.get(app_id)?.trim_end_matches('/')),
             Self::Dapr { port } => {
-                format!("http://127.0.0.1:{port}/v1.0/invoke/{app_id}/method{path_and_query}")
+                uri.push_str("http://127.0.0.1:");
+                uri.push_str(&port.to_string());
+                uri.push_str("/v1.0/invoke/");
+                uri.push_str(app_id);
+                uri.push_str("/method");
             }
-        };
-        uri.parse().ok()
+        }
+        uri.push_str(path);
+        if let Some(query) = query {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        Uri::try_from(uri).ok()
     }
 
     /// The base URL of an app's own endpoints (health checks), direct or via Dapr.
@@ -102,6 +109,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Usually there are none: one pass over the names instead of a lookup per name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -165,11 +176,7 @@ impl Proxy {
             timeout,
         } = to;
         let (mut parts, body) = request.into_parts();
-        let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
-        let Some(uri) = self.config.upstreams.uri(app_id, &path_and_query) else {
+        let Some(uri) = self.config.upstreams.uri(app_id, path, parts.uri.query()) else {
             return ApiError::new(
                 ErrorCode::BadGateway,
                 "no upstream is configured for this route",
@@ -199,7 +206,7 @@ impl Proxy {
         }
         headers.insert(
             X_FORWARDED_FOR,
-            HeaderValue::from_str(&client.ip.to_string()).expect("an IP is a valid header"),
+            HeaderValue::try_from(client_ip::ip_text(client.ip)).expect("an IP is a valid header"),
         );
         headers.insert(
             X_FORWARDED_PROTO,
@@ -290,7 +297,7 @@ mod tests {
     fn dapr_mode_uses_the_sidecar_invocation_url() {
         let dapr = Upstreams::Dapr { port: 3500 };
         assert_eq!(
-            dapr.uri("services-api", "/api/v1/services?limit=2")
+            dapr.uri("services-api", "/api/v1/services", Some("limit=2"))
                 .unwrap()
                 .to_string(),
             "http://127.0.0.1:3500/v1.0/invoke/services-api/method/api/v1/services?limit=2"
@@ -301,12 +308,12 @@ mod tests {
         )]));
         assert_eq!(
             direct
-                .uri("services-api", "/api/v1/services")
+                .uri("services-api", "/api/v1/services", None)
                 .unwrap()
                 .to_string(),
             "http://127.0.0.1:8080/api/v1/services"
         );
-        assert!(direct.uri("content-api", "/x").is_none());
+        assert!(direct.uri("content-api", "/x", None).is_none());
     }
 
     #[test]

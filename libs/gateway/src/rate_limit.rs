@@ -118,7 +118,12 @@ impl Gcra {
             };
         }
         let new_tat = tat + self.interval;
-        map.insert(key.to_owned(), new_tat);
+        match map.get_mut(key) {
+            Some(tat) => *tat = new_tat,
+            None => {
+                map.insert(key.to_owned(), new_tat);
+            }
+        }
         let used = new_tat - now;
         let capacity = self.interval * self.limit;
         let left = capacity.saturating_sub(used);

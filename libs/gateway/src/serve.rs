@@ -25,14 +25,20 @@
 //! Timeouts and shutdown: a client gets 30 s to send each request head (counted from the
 //! end of the previous answer: an idle keep-alive connection is closed after 30 s).
 //! When the token is cancelled, accepting stops, idle connections close, and in-flight
-//! requests finish (answered with `Connection: close`) within 30 s.
+//! requests get 30 s to finish (answered with `Connection: close`); [`serve`] returns
+//! then, and whatever still runs ends with the process. Request bodies and answers have
+//! no inactivity timeout of their own yet (the proxy's response timeout bounds the wait
+//! for an upstream's head).
 
 use std::{
     cell::RefCell,
     io,
     net::IpAddr,
     pin::{Pin, pin},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant, SystemTime},
 };
@@ -186,21 +192,23 @@ async fn connection<P: Pipeline>(
     let mut head_timer = pin!(tokio::time::sleep(header_read_timeout));
     loop {
         let waiting_since = Instant::now();
+        // How much of the buffer is known to hold no end of head: a head sent a byte at
+        // a time is not parsed again from the start for every byte.
+        let mut scanned = 0;
         let head = loop {
-            if !buf.is_empty() {
+            if buf.len() > scanned && may_end_head(&buf[scanned.saturating_sub(2)..]) {
                 match parse_head(&mut buf) {
                     Ok(Some(head)) => break head,
-                    Ok(None) if buf.len() < MAX_HEAD_BYTES => {}
-                    Ok(None) => {
-                        let error =
-                            ApiError::new(ErrorCode::ValidationError, "request head too large");
-                        return refuse(&*pipeline, error, &mut rd, &mut wr, &mut out).await;
-                    }
+                    Ok(None) => scanned = buf.len(),
                     Err(message) => {
                         let error = ApiError::new(ErrorCode::ValidationError, message);
                         return refuse(&*pipeline, error, &mut rd, &mut wr, &mut out).await;
                     }
                 }
+            }
+            if buf.len() >= MAX_HEAD_BYTES {
+                let error = ApiError::new(ErrorCode::ValidationError, "request head too large");
+                return refuse(&*pipeline, error, &mut rd, &mut wr, &mut out).await;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
@@ -228,11 +236,13 @@ async fn connection<P: Pipeline>(
             framing,
             expect_continue,
         } = head;
+        // Set once the answer starts going out: no `100 Continue` after that.
+        let answering = AtomicBool::new(false);
         let (written, body_done) = if framing == Framing::Empty {
             let response = pipeline.handle(request.map(|()| Body::empty()), peer).await;
             exchange.keep_alive &= !token.is_cancelled();
             (
-                write_response(&mut wr, &mut out, response, exchange).await,
+                write_response(&mut wr, &mut out, response, exchange, &answering).await,
                 true,
             )
         } else {
@@ -256,7 +266,7 @@ async fn connection<P: Pipeline>(
                 &mut decoder,
                 tx,
                 want_rx,
-                expect_continue,
+                expect_continue.then_some(&answering),
             ));
             let mut handler = pin!(pipeline.handle(request, peer));
             let (response, mut pumped) = tokio::select! {
@@ -274,7 +284,9 @@ async fn connection<P: Pipeline>(
             exchange.keep_alive &=
                 !token.is_cancelled() && pumped.is_none_or(|p| p == Pumped::Complete);
             // The answer may stream the request body on (or not read it at all).
-            let mut write = pin!(write_response(&mut wr, &mut out, response, exchange));
+            let mut write = pin!(write_response(
+                &mut wr, &mut out, response, exchange, &answering
+            ));
             let written = loop {
                 tokio::select! {
                     biased;
@@ -285,9 +297,17 @@ async fn connection<P: Pipeline>(
             (written, pumped == Some(Pumped::Complete))
         };
         match written {
-            Ok(true) if body_done => {}
-            Ok(_) if !body_done => return linger(&mut rd, &mut wr).await,
-            _ => return,
+            Ok(Ended::KeepAlive) if body_done => {}
+            // Whatever the client sent after this request is read and dropped for a
+            // moment, so closing does not reset the connection under the answer.
+            Ok(Ended::KeepAlive | Ended::Close) => return linger(&mut rd, &mut wr).await,
+            // The answer broke off where its framing cannot say so: a reset tells the
+            // client it is incomplete (a plain close would end it cleanly).
+            Ok(Ended::Abort) => {
+                let _ = rd.as_ref().set_zero_linger();
+                return;
+            }
+            Err(_) => return,
         }
         if buf.capacity() > 4 * READ_CHUNK && buf.is_empty() {
             // A large head or body grew the buffer: give the memory back.
@@ -311,7 +331,10 @@ async fn refuse<P: Pipeline>(
         http10: false,
         keep_alive: false,
     };
-    if write_response(wr, out, response, exchange).await.is_ok() {
+    if write_response(wr, out, response, exchange, &AtomicBool::new(true))
+        .await
+        .is_ok()
+    {
         linger(rd, wr).await;
     }
 }
@@ -334,6 +357,11 @@ async fn linger(rd: &mut ReadHalf<'_>, wr: &mut WriteHalf<'_>) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// Whether `bytes` may hold the empty line ending a head (`\n\n` or `\n\r\n`).
+fn may_end_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n" || w == b"\n\r")
 }
 
 /// Parses a complete request head off the front of `buf` (`None`: not complete yet).
@@ -430,7 +458,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
         } => return Err("unsupported Transfer-Encoding (only chunked is accepted)"),
         FramingHeaders {
             length: Some(len), ..
-        } => Framing::Length(len),
+        } if len > 0 => Framing::Length(len),
         FramingHeaders { .. } => Framing::Empty,
     };
     let mut request = http::Request::new(());
@@ -455,7 +483,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
             },
         },
         framing,
-        expect_continue: expect_continue && framing != Framing::Empty,
+        // HTTP/1.0 knows no interim answers (RFC 9110 §10.1.1: ignore the expectation).
+        expect_continue: expect_continue && framing != Framing::Empty && !http10,
     }))
 }
 
@@ -484,13 +513,17 @@ async fn pump_body(
     decoder: &mut Decoder,
     tx: mpsc::Sender<Piece>,
     want: oneshot::Receiver<()>,
-    expect_continue: bool,
+    expect_continue: Option<&AtomicBool>,
 ) -> Pumped {
     if want.await.is_err() {
         return Pumped::Abandoned;
     }
-    if expect_continue && buf.is_empty() {
-        // Nothing written yet on this exchange: the interim answer goes out alone.
+    // Once the final answer has begun it is too late to invite the body (RFC 9110
+    // §10.1.1); a client that sends it anyway is still read.
+    if let Some(answering) = expect_continue
+        && buf.is_empty()
+        && !answering.load(Ordering::Relaxed)
+    {
         let stream: &TcpStream = rd.as_ref();
         let mut line: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
         while !line.is_empty() {
@@ -608,14 +641,35 @@ enum Out {
     UntilClose,
 }
 
-/// Writes `response`; `Ok(true)` when the connection can carry another request.
+/// How an answer ended, for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Complete; the connection can carry another request.
+    KeepAlive,
+    /// Complete; the connection closes.
+    Close,
+    /// Incomplete: the connection must be reset, so the client cannot take it for whole.
+    Abort,
+}
+
+/// Writes `response` (marking `answering` first).
 async fn write_response(
     wr: &mut WriteHalf<'_>,
     out: &mut Vec<u8>,
     response: Response,
     exchange: Exchange,
-) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
+    answering: &AtomicBool,
+) -> io::Result<Ended> {
+    answering.store(true, Ordering::Relaxed);
+    let (mut parts, mut body) = response.into_parts();
+    if parts.status.is_informational() {
+        // Only a final answer ends an exchange; an interim one would leave the client
+        // waiting and desynchronise the connection.
+        tracing::error!(status = %parts.status, "the pipeline answered with an interim status");
+        parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+        parts.headers.clear();
+        body = Body::empty();
+    }
     let status = parts.status;
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -664,7 +718,10 @@ async fn write_response(
         Out::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         // HEAD: the length the body would have (the upstream's, or the body's own).
         Out::None if exchange.head_request && !bodiless_status => {
-            if let Some(len) = declared.or(body.size_hint().exact()) {
+            // The declared length, else the body's own, unless that is an empty body
+            // standing for an upstream's answer to HEAD.
+            let own = body.size_hint().exact().filter(|len| *len > 0);
+            if let Some(len) = declared.or(own) {
                 out.extend_from_slice(b"content-length: ");
                 push_decimal(out, len);
                 out.extend_from_slice(b"\r\n");
@@ -690,13 +747,17 @@ async fn write_response(
         {
             // A body that promised bytes and has none.
             wr.write_all(out).await?;
-            return Ok(false);
+            return Ok(Ended::Abort);
         }
         if framing == Out::Chunked {
             out.extend_from_slice(b"0\r\n\r\n");
         }
         wr.write_all(out).await?;
-        return Ok(keep_alive);
+        return Ok(if keep_alive {
+            Ended::KeepAlive
+        } else {
+            Ended::Close
+        });
     }
 
     let mut sent: u64 = 0;
@@ -727,7 +788,7 @@ async fn write_response(
                 if !out.is_empty() {
                     wr.write_all(out).await?;
                 }
-                return Ok(false);
+                return Ok(Ended::Abort);
             }
         };
         sent += data.len() as u64;
@@ -737,7 +798,7 @@ async fn write_response(
                 if !out.is_empty() {
                     wr.write_all(out).await?;
                 }
-                return Ok(false);
+                return Ok(Ended::Abort);
             }
             Out::Chunked => {
                 push_chunk_size(out, data.len());
@@ -763,7 +824,11 @@ async fn write_response(
         wr.write_all(out).await?;
         out.clear();
     }
-    Ok(keep_alive && complete)
+    Ok(match (complete, keep_alive) {
+        (false, _) => Ended::Abort,
+        (true, true) => Ended::KeepAlive,
+        (true, false) => Ended::Close,
+    })
 }
 
 /// Appends `data` to the batch, or writes the batch and `data` when `data` is large.

@@ -62,6 +62,8 @@ impl Pipeline for Echo {
                     }
                 }
             }
+            // Streams the request body back as the answer's body.
+            "/mirror" => Response::new(request.into_body()),
             // Answers without reading the body.
             "/ignore" => (StatusCode::PAYLOAD_TOO_LARGE, "no thanks").into_response(),
             // A body of unknown length, in pieces.
@@ -630,4 +632,131 @@ async fn shutdown_closes_idle_connections_and_lets_in_flight_requests_finish() {
             .is_err(),
         "nothing accepts after shutdown"
     );
+}
+
+#[tokio::test]
+async fn requests_after_bodies_stay_in_step_and_an_empty_body_keeps_the_connection() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    let mut bytes = b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 3\r\n\r\nabc".to_vec();
+    bytes.extend(b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n");
+    bytes.extend(b"3\r\ndef\r\n0\r\nx-t: 1\r\n\r\n");
+    bytes.extend(get("/echo?last"));
+    bytes.extend(b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 0\r\n\r\n");
+    client.send(&bytes).await;
+    assert!(client.answer().await.text().ends_with("\nabc"));
+    assert!(client.answer().await.text().ends_with("\ndef"));
+    assert!(client.answer().await.text().starts_with("GET /echo?last "));
+    let empty = client.answer().await;
+    assert!(empty.text().starts_with("POST /echo "), "{}", empty.text());
+    assert_eq!(
+        empty.header("connection"),
+        None,
+        "an empty body keeps the connection"
+    );
+    client.send(&get("/")).await;
+    assert_eq!(client.answer().await.text(), "hello");
+    assert_eq!(server.seen(), 5);
+}
+
+#[tokio::test]
+async fn no_100_continue_once_the_answer_has_begun_and_none_on_http_1_0() {
+    let server = default_server().await;
+    // The answer goes out before its body (the request body) is first read.
+    let mut client = server.connect().await;
+    client
+        .send(b"PUT /mirror HTTP/1.1\r\nhost: gw\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n")
+        .await;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        client.stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    client.send(b"body").await;
+    let mut rest = [0u8; 4];
+    client.stream.read_exact(&mut rest).await.unwrap();
+    assert_eq!(
+        &rest, b"body",
+        "the body follows, with no interim answer inside it"
+    );
+
+    let mut client = server.connect().await;
+    client
+        .send(b"POST /echo HTTP/1.0\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\nok")
+        .await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 200, "no interim answer for HTTP/1.0");
+    assert!(answer.text().ends_with("\nok"));
+}
+
+#[tokio::test]
+async fn an_answer_broken_off_without_a_length_resets_the_connection() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    client.send(b"GET /broken HTTP/1.0\r\n\r\n").await;
+    let mut received = Vec::new();
+    let end = loop {
+        let mut chunk = [0u8; 4096];
+        match client.stream.read(&mut chunk).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(err) => break Err(err.kind()),
+        }
+    };
+    assert!(String::from_utf8_lossy(&received).ends_with("partial"));
+    assert_eq!(
+        end,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "a clean close would make the partial body look whole"
+    );
+}
+
+#[tokio::test]
+async fn chunk_lines_with_bare_line_ends_or_control_bytes_fail_the_body() {
+    let server = default_server().await;
+    for (what, chunked) in [
+        (
+            "a bare LF in a trailer",
+            &b"3\r\nabc\r\n0\r\n\nGET /x HTTP/1.1\r\nhost: x\r\n\r\n"[..],
+        ),
+        ("a bare LF in an extension", b"3;\nabc\r\nabc\r\n0\r\n\r\n"),
+        (
+            "a trailer without a colon",
+            b"3\r\nabc\r\n0\r\nnot a field\r\n\r\n",
+        ),
+        (
+            "a size of 16 hex digits",
+            b"10000000000000000\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("no CRLF after the data", b"3\r\nabcd\r\n0\r\n\r\n"),
+    ] {
+        let mut client = server.connect().await;
+        let mut bytes =
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        bytes.extend(chunked);
+        client.send(&bytes).await;
+        let answer = client.answer().await;
+        assert_eq!(answer.status, 400, "{what}: {}", answer.text());
+        assert!(client.closed().await, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_sent_a_byte_at_a_time_is_read_and_an_endless_one_refused() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    for byte in b"GET /echo HTTP/1.1\r\nhost: gw\r\n\r\n" {
+        client.send(&[*byte]).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(client.answer().await.text().starts_with("GET /echo "));
+
+    let mut client = server.connect().await;
+    client.send(b"GET / HTTP/1.1\r\nhost: gw\r\nx-long: ").await;
+    client.send(&vec![b'a'; 70_000]).await;
+    assert_eq!(client.answer().await.status, 400);
+    assert_eq!(server.seen(), 1);
 }

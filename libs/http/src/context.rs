@@ -78,7 +78,16 @@ impl RequestContext {
             .unwrap_or_else(Uuid::new_v4);
         let request_id = header_str(headers, X_REQUEST_ID)
             .filter(|v| printable(v, MAX_REQUEST_ID_LEN) && v.is_ascii())
-            .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+            .map_or_else(
+                || {
+                    let mut buf = Uuid::encode_buffer();
+                    Uuid::new_v4()
+                        .hyphenated()
+                        .encode_lower(&mut buf)
+                        .to_owned()
+                },
+                str::to_owned,
+            );
         let trace = TraceContext::extract(|name| header_str(headers, name));
         let identity = header_str(headers, X_USER_ID)
             .filter(|v| printable(v, MAX_IDENTITY_LEN))
