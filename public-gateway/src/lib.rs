@@ -251,6 +251,25 @@ impl Stages {
         response
     }
 
+    /// A request the server would not read (malformed, ambiguous framing): nothing of it
+    /// is believed, not even `X-Forwarded-For`, yet its answer is like every other one:
+    /// ids and trace context, log line and metrics, the rate limit (charged to the socket
+    /// peer) and the security headers.
+    async fn refuse(&self, error: ApiError, peer: IpAddr) -> Response {
+        let gateway = &self.gateway;
+        let key = rate_key(gateway.trusted.client_ip(peer, &[]));
+        let mut response = in_request_context(SERVICE_NAME, Request::default(), |request| {
+            guard_panics(track(&gateway.metrics, request, |request| {
+                rate_limit(&gateway.limiter, &key, request, |_| async move {
+                    error.into_response()
+                })
+            }))
+        })
+        .await;
+        self.security.apply(&mut response);
+        response
+    }
+
     /// Telemetry (metrics; the span and log line come from the request context) → CORS
     /// (preflights answered here).
     async fn telemetry(&self, request: Request, peer: IpAddr) -> Response {
@@ -309,12 +328,8 @@ impl Pipeline for PublicGateway {
         self.0.handle(request, peer)
     }
 
-    /// A request the server would not read (malformed, ambiguous framing) still gets the
-    /// security headers.
-    fn refuse(&self, error: ApiError) -> Response {
-        let mut response = error.into_response();
-        self.0.security.apply(&mut response);
-        response
+    fn refuse(&self, error: ApiError, peer: IpAddr) -> impl Future<Output = Response> + Send {
+        self.0.refuse(error, peer)
     }
 }
 

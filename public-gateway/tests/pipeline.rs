@@ -826,8 +826,9 @@ async fn served_over_tcp_the_peer_is_the_client_refused_framing_is_enveloped_and
         "the socket peer is the client; its own X-Forwarded-For is not believed"
     );
 
-    // A request the server refuses to read (ambiguous framing) is still answered in the
-    // envelope with the security headers, and never reaches the upstream.
+    // A request the server refuses to read (ambiguous framing) is still answered like any
+    // other (envelope, ids, rate-limit and security headers) and never reaches the
+    // upstream.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -847,6 +848,16 @@ async fn served_over_tcp_the_peer_is_the_client_refused_framing_is_enveloped_and
             "{answer}"
         );
         assert!(answer.contains("\"VALIDATION_ERROR\""), "{answer}");
+        assert!(answer.contains("\nratelimit-limit: "), "{answer}");
+        assert!(answer.contains("\ntraceparent: 00-"), "{answer}");
+        let correlation = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("x-correlation-id: "))
+            .unwrap_or_else(|| panic!("a correlation id: {answer}"));
+        assert!(
+            answer.contains(&format!("\"correlation_id\":\"{correlation}\"")),
+            "the envelope names the echoed correlation id: {answer}"
+        );
         assert_eq!(upstream.seen().len(), 1, "the upstream saw nothing more");
     }
 

@@ -390,6 +390,96 @@ mod tests {
         assert_eq!(te(&[b"chunked", b"gzip"]), (Some(false), true));
     }
 
+    /// Hands out its bytes a few at a time, as a socket might.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        seed: u64,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let want = 1 + (self.seed >> 33) as usize % 700;
+            let n = want.min(out.remaining()).min(self.bytes.len() - self.at);
+            out.put_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn decode(framing: Framing, wire: Vec<u8>, seed: u64) -> (io::Result<Vec<u8>>, Vec<u8>) {
+        let mut io = Trickle {
+            bytes: wire,
+            at: 0,
+            seed,
+        };
+        let mut buf = BytesMut::new();
+        let mut decoder = Decoder::new(framing);
+        let mut body = Vec::new();
+        loop {
+            let next =
+                std::future::poll_fn(|cx| decoder.poll_data(Pin::new(&mut io), &mut buf, cx)).await;
+            match next {
+                Some(Ok(data)) => body.extend_from_slice(&data),
+                Some(Err(err)) => return (Err(err), buf.to_vec()),
+                None => return (Ok(body), buf.to_vec()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn any_chunking_read_in_any_pieces_decodes_to_the_body_and_leaves_what_follows() {
+        let mut seed = 7u64;
+        for round in 0..200u64 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(round);
+            let len = (seed >> 40) as usize % 5000;
+            let body: Vec<u8> = (0..len).map(|i| (i as u64 ^ seed) as u8).collect();
+            let next_request = b"GET /next HTTP/1.1\r\n\r\n";
+
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            let mut s = seed;
+            while !rest.is_empty() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(3);
+                let size = (1 + (s >> 35) as usize % 1200).min(rest.len());
+                push_chunk_size(&mut wire, size);
+                wire.extend_from_slice(&rest[..size]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[size..];
+            }
+            wire.extend_from_slice(b"0\r\n");
+            if round % 2 == 0 {
+                wire.extend_from_slice(b"x-trailer: 1\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(next_request);
+            let (decoded, left) = decode(Framing::Chunked, wire, seed).await;
+            assert_eq!(decoded.unwrap(), body, "round {round}");
+            assert!(next_request.starts_with(&left), "round {round}: {left:?}");
+
+            let mut wire = body.clone();
+            wire.extend_from_slice(next_request);
+            let (decoded, left) = decode(Framing::Length(len as u64), wire, seed).await;
+            assert_eq!(decoded.unwrap(), body, "round {round}");
+            assert!(next_request.starts_with(&left), "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_never_a_shorter_body() {
+        let (decoded, _) = decode(Framing::Length(10), b"12345".to_vec(), 1).await;
+        assert_eq!(decoded.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let (decoded, _) = decode(Framing::Chunked, b"5\r\n12345\r\n".to_vec(), 1).await;
+        assert_eq!(decoded.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let (decoded, _) = decode(Framing::UntilClose, b"12345".to_vec(), 1).await;
+        assert_eq!(decoded.unwrap(), b"12345");
+    }
+
     #[test]
     fn decimals_are_written_without_formatting() {
         for n in [0, 7, 10, 1234567890, u64::MAX] {

@@ -71,10 +71,13 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Answers one request from the socket peer `peer`.
     fn handle(&self, request: Request, peer: IpAddr) -> impl Future<Output = Response> + Send;
 
-    /// The answer to a request the server refused to read (malformed or ambiguous); the
-    /// connection closes after it. By default the error envelope.
-    fn refuse(&self, error: ApiError) -> Response {
-        error.into_response()
+    /// The answer to a request from `peer` that the server refused to read (malformed
+    /// or ambiguous: nothing of it reaches [`Pipeline::handle`]); the connection closes
+    /// after it. By default the bare error envelope; a gateway adds what every answer
+    /// of its carries (ids, rate-limit and security headers).
+    fn refuse(&self, error: ApiError, peer: IpAddr) -> impl Future<Output = Response> + Send {
+        let _ = peer;
+        std::future::ready(error.into_response())
     }
 }
 
@@ -202,13 +205,13 @@ async fn connection<P: Pipeline>(
                     Ok(None) => scanned = buf.len(),
                     Err(message) => {
                         let error = ApiError::new(ErrorCode::ValidationError, message);
-                        return refuse(&*pipeline, error, &mut rd, &mut wr, &mut out).await;
+                        return refuse(&*pipeline, error, peer, &mut rd, &mut wr, &mut out).await;
                     }
                 }
             }
             if buf.len() >= MAX_HEAD_BYTES {
                 let error = ApiError::new(ErrorCode::ValidationError, "request head too large");
-                return refuse(&*pipeline, error, &mut rd, &mut wr, &mut out).await;
+                return refuse(&*pipeline, error, peer, &mut rd, &mut wr, &mut out).await;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
@@ -320,12 +323,13 @@ async fn connection<P: Pipeline>(
 async fn refuse<P: Pipeline>(
     pipeline: &P,
     error: ApiError,
+    peer: IpAddr,
     rd: &mut ReadHalf<'_>,
     wr: &mut WriteHalf<'_>,
     out: &mut Vec<u8>,
 ) {
     tracing::debug!(error = %error, "request refused before the pipeline");
-    let response = pipeline.refuse(error);
+    let response = pipeline.refuse(error, peer).await;
     let exchange = Exchange {
         head_request: false,
         http10: false,
@@ -500,6 +504,7 @@ enum Pumped {
 }
 
 /// What the connection hands the request body.
+#[derive(Debug)]
 enum Piece {
     Data(Bytes),
     End,
@@ -567,12 +572,6 @@ struct RequestBody {
     /// Bytes left of a `Content-Length` body.
     remaining: Option<u64>,
     ended: bool,
-}
-
-impl std::fmt::Debug for Piece {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Piece")
-    }
 }
 
 impl http_body::Body for RequestBody {

@@ -80,6 +80,8 @@ impl Pipeline for Echo {
                 Body::from_stream(futures::stream::iter(pieces)).into_response()
             }
             "/no-content" => StatusCode::NO_CONTENT.into_response(),
+            // A pipeline bug: an interim status as the final answer.
+            "/interim" => StatusCode::CONTINUE.into_response(),
             "/slow" => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 "slow".into_response()
@@ -88,11 +90,10 @@ impl Pipeline for Echo {
         }
     }
 
-    fn refuse(&self, error: ApiError) -> Response {
+    async fn refuse(&self, error: ApiError, peer: IpAddr) -> Response {
         let mut response = error.into_response();
-        response
-            .headers_mut()
-            .insert("x-refused-by", HeaderValue::from_static("echo"));
+        let by = HeaderValue::try_from(format!("echo for {peer}")).unwrap();
+        response.headers_mut().insert("x-refused-by", by);
         response
     }
 }
@@ -447,7 +448,13 @@ async fn answers_are_framed_by_what_the_body_knows() {
     assert_eq!(answer.header("content-length"), None);
     assert_eq!(answer.header("transfer-encoding"), None);
 
-    // Still in step after all three.
+    // An interim status is no final answer: 500, never a client left waiting.
+    client.send(&get("/interim")).await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 500);
+    assert_eq!(answer.header("content-length"), Some("0"));
+
+    // Still in step after all four.
     client.send(&get("/")).await;
     assert_eq!(client.answer().await.text(), "hello");
 
@@ -547,7 +554,11 @@ async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
         assert_eq!(answer.status, 400, "{what}: {}", answer.text());
         let envelope: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
         assert_eq!(envelope["error"]["code"], "VALIDATION_ERROR", "{what}");
-        assert_eq!(answer.header("x-refused-by"), Some("echo"), "{what}");
+        assert_eq!(
+            answer.header("x-refused-by"),
+            Some("echo for 127.0.0.1"),
+            "{what}: the pipeline's own refusal, told the peer"
+        );
         assert_eq!(answer.header("connection"), Some("close"), "{what}");
         assert!(client.closed().await, "{what}: the connection is closed");
     }
@@ -586,7 +597,7 @@ async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
 #[tokio::test]
 async fn a_client_slow_to_send_its_head_is_cut_off_and_an_idle_one_too() {
     let server = start(ServeOptions {
-        header_read_timeout: Duration::from_millis(300),
+        header_read_timeout: Duration::from_millis(1500),
         ..ServeOptions::default()
     })
     .await;
@@ -595,14 +606,15 @@ async fn a_client_slow_to_send_its_head_is_cut_off_and_an_idle_one_too() {
     client.send(b"GET / HTTP/1.1\r\nhost: ").await;
     assert!(client.closed().await, "cut off without an answer");
 
-    // A head in pieces within the time is fine, and the timer restarts per request.
+    // A head in pieces within the time is fine, and the timer restarts per request:
+    // three requests take longer than one timeout.
     let mut client = server.connect().await;
     for _ in 0..3 {
         client.send(b"GET / HTTP/1.1\r\n").await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         client.send(b"host: gw\r\n\r\n").await;
         assert_eq!(client.answer().await.status, 200);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Idle past the timeout: closed.
     assert!(client.closed().await);
@@ -618,7 +630,15 @@ async fn shutdown_closes_idle_connections_and_lets_in_flight_requests_finish() {
 
     let mut busy = server.connect().await;
     busy.send(&get("/slow")).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Cancelled once the slow request is in the pipeline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.seen() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow request never arrived"
+        );
+        tokio::task::yield_now().await;
+    }
     server.token.cancel();
     assert!(idle.closed().await, "an idle connection is closed");
     let answer = busy.answer().await;
