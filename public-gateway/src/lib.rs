@@ -21,18 +21,18 @@ use axum::{
 use http::header;
 use ic_gateway::{
     client_ip::{Client, TrustedProxies, peer_ip, rate_key},
-    cors::{CorsPolicy, cors},
-    gate::{RouteCheck, route_check},
-    identity::{Anonymous, IdentityProvider, identify, strip_identity_headers},
+    cors::{Cors, CorsPolicy},
+    gate::RouteCheck,
+    identity::{Anonymous, IdentityProvider, attach_identity, strip_identity_headers},
     proxy::{Proxy, ProxyConfig, Upstreams},
-    rate_limit::{Gcra, Limiter, SharedGcra, rate_limit},
+    rate_limit::{Decision, Gcra, Limiter, SharedGcra, rate_limit},
     routes::{Alias, RouteTable, public_content_routes, public_services_routes},
     security::SecurityHeaders,
     serve::Pipeline,
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
 use ic_http::{ApiError, app_token::OPEN_PATHS, context::in_request_context, guard_panics};
-use ic_telemetry::{HttpMetrics, RouteLabel, metrics_handler, track};
+use ic_telemetry::{HttpMetrics, RouteLabel, Tracked, metrics_handler, track};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -244,7 +244,8 @@ impl Stages {
     async fn handle(&self, mut request: Request, peer: IpAddr) -> Response {
         strip_identity_headers(request.headers_mut());
         let mut response = in_request_context(SERVICE_NAME, request, |request| {
-            guard_panics(self.telemetry(request, peer))
+            // Boxed: the stages' future moves (and is copied) into each wrapper otherwise.
+            guard_panics(Box::pin(self.stages(request, peer)))
         })
         .await;
         self.security.apply(&mut response);
@@ -270,27 +271,38 @@ impl Stages {
         response
     }
 
-    /// Telemetry (metrics; the span and log line come from the request context) → CORS
-    /// (preflights answered here).
-    async fn telemetry(&self, request: Request, peer: IpAddr) -> Response {
+    /// The stages inside the request context, outermost first. Each is a step of this
+    /// one function rather than a future wrapped around the next (every wrapping level
+    /// would copy the futures inside it as the request's future is built):
+    ///
+    /// telemetry (metrics; the span and log line come from the request context) → CORS
+    /// (preflights answered here) → client IP (trusted proxies) → rate limit per client
+    /// IP → health, metrics and the OpenAPI document answered locally; everything else:
+    /// route alias + route check → identity → proxy.
+    async fn stages(&self, request: Request, peer: IpAddr) -> Response {
         let gateway = &self.gateway;
-        track(&gateway.metrics, request, |request| {
-            cors(&gateway.cors, request, |request| {
-                self.rate_limit(request, peer)
-            })
-        })
-        .await
-    }
-
-    /// Client IP (trusted proxies) → rate limit per client IP.
-    async fn rate_limit(&self, request: Request, peer: IpAddr) -> Response {
-        let gateway = &self.gateway;
-        let client = gateway.trusted.client_of(peer, &request);
-        let key = rate_key(client.ip);
-        rate_limit(&gateway.limiter, &key, request, |request| {
-            self.route(request, client)
-        })
-        .await
+        let tracked = Tracked::start(&request);
+        let response = match gateway.cors.check(&request) {
+            Cors::Preflight(response) => response,
+            Cors::Actual(actual) => {
+                let client = gateway.trusted.client_of(peer, &request);
+                let limit = gateway
+                    .limiter
+                    .admit(&rate_key(client.ip), request.uri().path())
+                    .await;
+                let mut response = match limit {
+                    Some(decision) if !decision.allowed => Decision::refusal(),
+                    _ => self.route(request, client).await,
+                };
+                if let Some(decision) = limit {
+                    decision.write_headers(response.headers_mut());
+                }
+                actual.finish(&gateway.cors, &mut response);
+                response
+            }
+        };
+        tracked.finish(&gateway.metrics, &response);
+        response
     }
 
     /// Health, metrics and the OpenAPI document answered locally; everything else: route
@@ -303,7 +315,8 @@ impl Stages {
             .find(|p| **p == path)
         {
             // Boxed, like the proxy call below: the router's future is large.
-            let mut response = match Box::pin(self.local.clone().oneshot(request)).await {
+            let answered = Box::pin(self.local.clone().oneshot(request));
+            let mut response = match answered.await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
@@ -312,14 +325,18 @@ impl Stages {
             return response;
         }
         let gateway = &self.gateway;
-        route_check(&gateway.route_check, request, |request, matched| {
-            identify(gateway.identity.as_ref(), request, |request| {
-                // Boxed once: the client's future is large, and every stage around it
-                // would otherwise copy it as the request's future is built.
-                Box::pin(gateway.proxy.forward_matched(request, matched, client))
-            })
-        })
-        .await
+        let (mut request, matched) = match gateway.route_check.check(request) {
+            Ok(checked) => checked,
+            Err(refused) => return refused,
+        };
+        if let Err(err) = attach_identity(gateway.identity.as_ref(), &mut request).await {
+            return err.into_response();
+        }
+        // Boxed: the client's future is large, and the futures around it would otherwise
+        // carry (and copy) its size. In a statement of its own: a temporary lives to the
+        // end of its statement, so `Box::pin(f).await` would keep room for `f` here too.
+        let proxied = Box::pin(gateway.proxy.forward_matched(request, matched, client));
+        proxied.await
     }
 }
 

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request, connect_info::MockConnectInfo};
+use http::HeaderName;
 use ipnet::IpNet;
 
 /// `TRUSTED_PROXIES`: CIDRs whose `X-Forwarded-For` is believed.
@@ -124,15 +125,17 @@ pub struct Client {
 impl TrustedProxies {
     /// The client of `request` arriving from `peer`.
     pub fn client_of(&self, peer: IpAddr, request: &Request) -> Client {
+        const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+        const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
         let headers = request.headers();
         let forwarded: Vec<&str> = headers
-            .get_all("x-forwarded-for")
+            .get_all(FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
         let https = self.trusts(canonical(peer))
             && headers
-                .get("x-forwarded-proto")
+                .get(FORWARDED_PROTO)
                 .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
         Client {
             ip: self.client_ip(peer, &forwarded),

@@ -93,33 +93,102 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let origin = policy.allowed_origin(&request);
-    let preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight {
-        let requested = request
-            .headers()
-            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
-            .and_then(|m| m.to_str().ok())
+    match policy.check(&request) {
+        Cors::Preflight(response) => response,
+        Cors::Actual(actual) => {
+            let mut response = next(request).await;
+            actual.finish(policy, &mut response);
+            response
+        }
+    }
+}
+
+/// What the CORS stage makes of a request ([`CorsPolicy::check`]).
+#[derive(Debug)]
+pub enum Cors {
+    /// A preflight, answered here.
+    Preflight(Response),
+    /// Any other request: its response gets [`Actual::finish`].
+    Actual(Actual),
+}
+
+/// The CORS part of an actual request's response.
+#[derive(Debug)]
+#[must_use = "the response needs its CORS headers"]
+pub struct Actual {
+    origin: Option<HeaderValue>,
+}
+
+impl CorsPolicy {
+    /// The [`cors`] stage without its `next`: the preflight's answer, or what the
+    /// response of an actual request needs.
+    pub fn check(&self, request: &Request) -> Cors {
+        let origin = self.allowed_origin(request);
+        let requested = if request.method() == Method::OPTIONS {
+            request.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        } else {
+            None
+        };
+        let Some(requested) = requested else {
+            return Cors::Actual(Actual { origin });
+        };
+        let requested = requested
+            .to_str()
+            .ok()
             .and_then(|m| m.parse::<Method>().ok());
         let mut response = StatusCode::NO_CONTENT.into_response();
         add_vary_origin(&mut response);
         if let Some(origin) = origin
-            && requested.is_some_and(|m| policy.methods.contains(&m))
+            && requested.is_some_and(|m| self.methods.contains(&m))
         {
             let h = response.headers_mut();
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
-                policy.allow_methods.clone(),
+                self.allow_methods.clone(),
             );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                policy.allow_headers.clone(),
+                self.allow_headers.clone(),
             );
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, policy.max_age.clone());
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+            if self.credentials {
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+        }
+        Cors::Preflight(response)
+    }
+}
+
+impl Actual {
+    /// `Vary: Origin`, whatever CORS headers an upstream sent dropped (the gateway alone
+    /// decides CORS), and the allowed origin's headers.
+    pub fn finish(self, policy: &CorsPolicy, response: &mut Response) {
+        add_vary_origin(response);
+        let h = response.headers_mut();
+        // One pass over the names first: upstreams seldom send any.
+        if h.keys()
+            .any(|name| name.as_str().starts_with("access-control-"))
+        {
+            for name in [
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+            ] {
+                h.remove(name);
+            }
+        }
+        if let Some(origin) = self.origin {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                policy.expose_headers.clone(),
+            );
             if policy.credentials {
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -127,33 +196,5 @@ where
                 );
             }
         }
-        return response;
     }
-    let mut response = next(request).await;
-    add_vary_origin(&mut response);
-    // The gateway alone decides CORS: whatever an upstream says is dropped first.
-    for name in [
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-    ] {
-        response.headers_mut().remove(name);
-    }
-    if let Some(origin) = origin {
-        let h = response.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            policy.expose_headers.clone(),
-        );
-        if policy.credentials {
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-        }
-    }
-    response
 }

@@ -51,51 +51,66 @@ where
     F: FnOnce(Request, RouteMatch) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let path = match normalize(request.uri().path()) {
-        Ok(path) => path,
-        Err(err) => return ApiError::validation("path", err.message()).into_response(),
-    };
-    let path = Alias::apply(&check.aliases, path);
-    let (template, upstream, timeout) = match check.table.decide(request.method(), &path) {
-        RouteDecision::Allowed(template, upstream, timeout) => (template, upstream, timeout),
-        RouteDecision::MethodNotAllowed => {
-            let mut response = ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                "method not allowed on this route",
-            )
-            .into_response();
-            let allow: Vec<&str> = check
-                .table
-                .methods()
-                .iter()
-                .map(http::Method::as_str)
-                .collect();
-            if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
-                response.headers_mut().insert(header::ALLOW, value);
-            }
-            return response;
-        }
-        _ => return ApiError::new(ErrorCode::NotFound, "no such route").into_response(),
-    };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > check.max_body_bytes as u64) {
-        return ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
-            .into_response();
+    match check.check(request) {
+        Ok((request, matched)) => next(request, matched).await,
+        Err(refused) => refused,
     }
-    let (parts, body) = request.into_parts();
-    let limited = Body::new(http_body_util::Limited::new(body, check.max_body_bytes));
-    let request = Request::from_parts(parts, limited);
-    let matched = RouteMatch {
-        template,
-        upstream,
-        path: path.encoded(),
-        timeout,
-    };
-    next(request, matched).await
+}
+
+impl RouteCheck {
+    /// The [`route_check`] stage without its `next`: the request (its body limited) and
+    /// its match, or the answer refusing it.
+    // The request in the `Ok` side is larger still: boxing the answer would save nothing.
+    #[allow(clippy::result_large_err)]
+    pub fn check(&self, request: Request) -> Result<(Request, RouteMatch), Response> {
+        let path = match normalize(request.uri().path()) {
+            Ok(path) => path,
+            Err(err) => return Err(ApiError::validation("path", err.message()).into_response()),
+        };
+        let path = Alias::apply(&self.aliases, path);
+        let (template, upstream, timeout) = match self.table.decide(request.method(), &path) {
+            RouteDecision::Allowed(template, upstream, timeout) => (template, upstream, timeout),
+            RouteDecision::MethodNotAllowed => {
+                let mut response = ApiError::new(
+                    ErrorCode::MethodNotAllowed,
+                    "method not allowed on this route",
+                )
+                .into_response();
+                let allow: Vec<&str> = self
+                    .table
+                    .methods()
+                    .iter()
+                    .map(http::Method::as_str)
+                    .collect();
+                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+                return Err(response);
+            }
+            _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route").into_response()),
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.max_body_bytes as u64) {
+            return Err(
+                ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+                    .into_response(),
+            );
+        }
+        let (parts, body) = request.into_parts();
+        let limited = Body::new(http_body_util::Limited::new(body, self.max_body_bytes));
+        let request = Request::from_parts(parts, limited);
+        let matched = RouteMatch {
+            template,
+            upstream,
+            path: path.encoded(),
+            timeout,
+        };
+        Ok((request, matched))
+    }
 }
 
 impl Proxy {

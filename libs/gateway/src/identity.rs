@@ -9,7 +9,7 @@ use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use ic_http::{
     ApiError, ErrorCode, Identity,
     headers::{X_USER_EMAIL, X_USER_ID, X_USER_ROLES},
@@ -51,10 +51,15 @@ impl IdentityProvider for Anonymous {
 /// Drops client-sent identity headers. Runs first in a gateway, before anything (the
 /// request context, its log line) can read them.
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    for name in [X_USER_ID, X_USER_ROLES, X_USER_EMAIL] {
+    for name in [USER_ID, USER_ROLES, USER_EMAIL] {
         headers.remove(name);
     }
 }
+
+// Names built at compile time: they are removed and set on every request.
+const USER_ID: HeaderName = HeaderName::from_static(X_USER_ID);
+const USER_ROLES: HeaderName = HeaderName::from_static(X_USER_ROLES);
+const USER_EMAIL: HeaderName = HeaderName::from_static(X_USER_EMAIL);
 
 /// The identity stage: identifies the caller (or answers the provider's error) and
 /// forwards the identity headers to `next`.
@@ -67,26 +72,35 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
+    match attach_identity(provider, &mut request).await {
+        Ok(()) => next(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The [`identify`] stage without its `next`: the caller's identity headers set on
+/// `request` (any the client sent dropped), or the provider's error.
+pub async fn attach_identity(
+    provider: &dyn IdentityProvider,
+    request: &mut Request,
+) -> Result<(), ApiError> {
     strip_identity_headers(request.headers_mut());
-    let identity = match provider.identify(request.headers()).await {
-        Ok(identity) => identity,
-        Err(err) => return err.into_response(),
-    };
+    let identity = provider.identify(request.headers()).await?;
     let headers = request.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&identity.user_id) {
-        headers.insert(X_USER_ID, v);
+        headers.insert(USER_ID, v);
     }
     if let Ok(v) = HeaderValue::from_str(&identity.roles.join(",")) {
-        headers.insert(X_USER_ROLES, v);
+        headers.insert(USER_ROLES, v);
     }
     if let Some(v) = identity
         .email
         .as_deref()
         .and_then(|e| HeaderValue::from_str(e).ok())
     {
-        headers.insert(X_USER_EMAIL, v);
+        headers.insert(USER_EMAIL, v);
     }
-    next(request).await
+    Ok(())
 }
 
 #[cfg(test)]

@@ -62,10 +62,12 @@ impl NormalPath {
         if self.segments.is_empty() {
             return "/".to_owned();
         }
-        self.segments
-            .iter()
-            .map(|s| format!("/{}", utf8_percent_encode(s, SEGMENT)))
-            .collect()
+        let mut out = String::with_capacity(self.segments.iter().map(|s| s.len() + 1).sum());
+        for segment in &self.segments {
+            out.push('/');
+            out.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        out
     }
 
     /// Replaces a leading run of segments (route aliases).
@@ -89,13 +91,18 @@ pub fn normalize(raw: &str) -> Result<NormalPath, PathError> {
     }
     let mut segments: Vec<String> = Vec::new();
     for raw_segment in raw.split('/') {
-        let lower = raw_segment.to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") {
-            return Err(PathError::Ambiguous);
-        }
-        let decoded = percent_decode_str(raw_segment)
-            .decode_utf8()
-            .map_err(|_| PathError::Invalid)?;
+        // Most segments hold no escape at all: nothing to decode.
+        let decoded = if raw_segment.contains('%') {
+            let lower = raw_segment.to_ascii_lowercase();
+            if lower.contains("%2f") || lower.contains("%5c") {
+                return Err(PathError::Ambiguous);
+            }
+            percent_decode_str(raw_segment)
+                .decode_utf8()
+                .map_err(|_| PathError::Invalid)?
+        } else {
+            std::borrow::Cow::Borrowed(raw_segment)
+        };
         if decoded.chars().any(char::is_control) {
             return Err(PathError::Invalid);
         }

@@ -125,7 +125,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
+    // Only the names present (an upstream's `Connection: keep-alive` is the usual one).
+    while let Some(name) = headers
+        .keys()
+        .find(|name| HOP_BY_HOP.contains(name))
+        .cloned()
+    {
         headers.remove(name);
     }
 }

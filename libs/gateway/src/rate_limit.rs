@@ -322,7 +322,12 @@ impl Limiter {
             Self::Local(gcra) => gcra.check(key, Instant::now()),
             // Boxed: the Redis call's future is large, and every request's future would
             // carry its size (and copy it) even when limiting in-process.
-            Self::Shared(shared) => Box::pin(shared.check(key)).await,
+            Self::Shared(shared) => {
+                // In a statement of its own: the temporary would otherwise live (and take
+                // room in this future) until the end of the `.await`'s statement.
+                let checked = Box::pin(shared.check(key));
+                checked.await
+            }
         }
     }
 }
@@ -335,21 +340,39 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    if ic_http::app_token::OPEN_PATHS.contains(&request.uri().path()) {
+    let Some(decision) = limiter.admit(key, request.uri().path()).await else {
         return next(request).await;
-    }
-    let decision = limiter.check(key).await;
+    };
     let mut response = if decision.allowed {
         next(request).await
     } else {
+        Decision::refusal()
+    };
+    decision.write_headers(response.headers_mut());
+    response
+}
+
+impl Limiter {
+    /// The [`rate_limit`] stage without its `next`: `None` for the paths never limited,
+    /// else the decision for `key` requesting `path`. A refused request is answered
+    /// [`Decision::refusal`]; every response gets [`Decision::write_headers`].
+    pub async fn admit(&self, key: &str, path: &str) -> Option<Decision> {
+        if ic_http::app_token::OPEN_PATHS.contains(&path) {
+            return None;
+        }
+        Some(self.check(key).await)
+    }
+}
+
+impl Decision {
+    /// The answer to a refused request (429), before its headers.
+    pub fn refusal() -> Response {
         ApiError::new(
             ErrorCode::RateLimited,
             "too many requests; retry after the time in Retry-After",
         )
         .into_response()
-    };
-    decision.write_headers(response.headers_mut());
-    response
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@
 use std::{
     cell::RefCell,
     io,
+    mem::MaybeUninit,
     net::IpAddr,
     pin::{Pin, pin},
     sync::{
@@ -370,9 +371,10 @@ fn may_end_head(bytes: &[u8]) -> bool {
 
 /// Parses a complete request head off the front of `buf` (`None`: not complete yet).
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    // Left uninitialised: the parser writes only the headers it finds.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err("too many request headers"),
@@ -395,10 +397,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     let target = at(target.as_bytes());
     let http10 = parsed.version == Some(0);
     let count = parsed.headers.len();
-    let mut places = [((0, 0), (0, 0)); MAX_HEADERS];
-    for (place, h) in places.iter_mut().zip(parsed.headers.iter()) {
-        *place = (at(h.name.as_bytes()), at(h.value));
-    }
+    let places: Vec<_> = parsed
+        .headers
+        .iter()
+        .map(|h| (at(h.name.as_bytes()), at(h.value)))
+        .collect();
     let head = buf.split_to(len).freeze();
 
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
@@ -409,7 +412,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
-    for &(name, value) in &places[..count] {
+    for &(name, value) in &places {
         let name =
             HeaderName::from_bytes(&head[name.0..name.1]).map_err(|_| "invalid header name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))

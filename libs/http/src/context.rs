@@ -10,7 +10,7 @@ use axum::{
     response::Response,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, request::Parts};
-use ic_telemetry::{TRACEPARENT, TraceContext};
+use ic_telemetry::{TRACEPARENT, TRACESTATE, TraceContext};
 use tracing::{Instrument, field};
 use uuid::Uuid;
 
@@ -63,7 +63,7 @@ fn printable(value: &str, max: usize) -> bool {
     !value.is_empty() && value.len() <= max && !value.chars().any(char::is_control)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -73,10 +73,18 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 impl RequestContext {
     /// Builds the context from request headers.
     pub fn from_headers(service_name: &'static str, headers: &HeaderMap) -> Self {
-        let correlation_id = header_str(headers, X_CORRELATION_ID)
+        // Names built at compile time: a lookup by `&str` parses the name every time.
+        const CORRELATION: HeaderName = HeaderName::from_static(X_CORRELATION_ID);
+        const REQUEST: HeaderName = HeaderName::from_static(X_REQUEST_ID);
+        const PARENT: HeaderName = HeaderName::from_static(TRACEPARENT);
+        const STATE: HeaderName = HeaderName::from_static(TRACESTATE);
+        const USER_ID: HeaderName = HeaderName::from_static(X_USER_ID);
+        const USER_ROLES: HeaderName = HeaderName::from_static(X_USER_ROLES);
+        const USER_EMAIL: HeaderName = HeaderName::from_static(X_USER_EMAIL);
+        let correlation_id = header_str(headers, &CORRELATION)
             .and_then(|v| Uuid::parse_str(v).ok())
             .unwrap_or_else(Uuid::new_v4);
-        let request_id = header_str(headers, X_REQUEST_ID)
+        let request_id = header_str(headers, &REQUEST)
             .filter(|v| printable(v, MAX_REQUEST_ID_LEN) && v.is_ascii())
             .map_or_else(
                 || {
@@ -88,12 +96,13 @@ impl RequestContext {
                 },
                 str::to_owned,
             );
-        let trace = TraceContext::extract(|name| header_str(headers, name));
-        let identity = header_str(headers, X_USER_ID)
+        let trace =
+            TraceContext::continue_from(header_str(headers, &PARENT), header_str(headers, &STATE));
+        let identity = header_str(headers, &USER_ID)
             .filter(|v| printable(v, MAX_IDENTITY_LEN))
             .map(|user_id| Identity {
                 user_id: user_id.to_owned(),
-                roles: header_str(headers, X_USER_ROLES)
+                roles: header_str(headers, &USER_ROLES)
                     .map(|r| {
                         r.split(',')
                             .map(str::trim)
@@ -102,7 +111,7 @@ impl RequestContext {
                             .collect()
                     })
                     .unwrap_or_default(),
-                email: header_str(headers, X_USER_EMAIL)
+                email: header_str(headers, &USER_EMAIL)
                     .filter(|v| printable(v, MAX_IDENTITY_LEN))
                     .map(str::to_owned),
             });
@@ -186,7 +195,10 @@ where
     let request_id = HeaderValue::from_str(&ctx.request_id).ok();
     let trace = ctx.trace.clone();
     request.extensions_mut().insert(ctx.clone());
-    let mut response = ctx.scope(next(request)).instrument(span.clone()).await;
+    // Built in a statement of its own: temporaries of an `.await`'s statement live across
+    // it and would take room in this future next to the future they were moved into.
+    let scoped = ctx.scope(next(request)).instrument(span.clone());
+    let mut response = scoped.await;
     // Names built at compile time: these are written on every response.
     const CORRELATION: HeaderName = HeaderName::from_static(X_CORRELATION_ID);
     const REQUEST: HeaderName = HeaderName::from_static(X_REQUEST_ID);

@@ -10,5 +10,5 @@ mod metrics;
 mod trace_context;
 
 pub use logging::{LogFormat, TelemetryConfig, TelemetryGuard, init, otlp_traces_endpoint};
-pub use metrics::{HttpMetrics, RouteLabel, metrics_handler, track, track_http};
+pub use metrics::{HttpMetrics, RouteLabel, Tracked, metrics_handler, track, track_http};
 pub use trace_context::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId, link_span};

@@ -129,26 +129,52 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route: Cow<'static, str> = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(Cow::Borrowed(UNMATCHED_ROUTE), |m| {
-            Cow::Owned(m.as_str().to_owned())
-        });
+    let tracked = Tracked::start(&request);
     let response = next(request).await;
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map_or(route, |label| Cow::Borrowed(label.0));
-    metrics.observe(
-        method,
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    tracked.finish(metrics, &response);
     response
+}
+
+/// [`track`] in two steps, for a pipeline that runs its stages in one function instead
+/// of nesting them: [`Tracked::start`] when the request arrives, [`Tracked::finish`]
+/// with its response.
+#[derive(Debug)]
+#[must_use = "a request is recorded only when finished"]
+pub struct Tracked {
+    started: Instant,
+    method: &'static str,
+    route: Cow<'static, str>,
+}
+
+impl Tracked {
+    /// Starts the clock for `request`.
+    pub fn start(request: &Request) -> Self {
+        Self {
+            started: Instant::now(),
+            method: method_label(request.method()),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(Cow::Borrowed(UNMATCHED_ROUTE), |m| {
+                    Cow::Owned(m.as_str().to_owned())
+                }),
+        }
+    }
+
+    /// Records the request under the route its response names ([`RouteLabel`]), else
+    /// the router's matched path.
+    pub fn finish(self, metrics: &HttpMetrics, response: &Response) {
+        let route = response
+            .extensions()
+            .get::<RouteLabel>()
+            .map_or(self.route, |label| Cow::Borrowed(label.0));
+        metrics.observe(
+            self.method,
+            route,
+            response.status().as_u16(),
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
 }
 
 /// The method label: standard methods as static strings, any other one as `other`

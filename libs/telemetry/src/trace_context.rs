@@ -173,7 +173,10 @@ impl TraceContext {
         out[35] = b'-';
         hex_into(&self.span_id.0, &mut out[36..52]);
         out[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
-        String::from_utf8_lossy(&out).into_owned()
+        // Hex digits and dashes: always UTF-8.
+        std::str::from_utf8(&out)
+            .map(str::to_owned)
+            .unwrap_or_default()
     }
 
     /// The header pairs to inject into any carrier (reqwest request, NATS headers, outbox
