@@ -349,8 +349,7 @@ async fn read_head(stream: &mut TcpStream, head_request: bool) -> Result<Head, R
     let mut interim = 0;
     loop {
         if !buf.is_empty() {
-            if let Some((response, framing, keep_alive, len)) = parse_head(&buf, head_request)? {
-                buf.advance(len);
+            if let Some((response, framing, keep_alive)) = parse_head(&mut buf, head_request)? {
                 match response {
                     Some(response) => return Ok((response, framing, buf, keep_alive)),
                     // 1xx: the real answer follows (within reason).
@@ -380,12 +379,13 @@ async fn read_head(stream: &mut TcpStream, head_request: bool) -> Result<Head, R
     }
 }
 
-/// `Some((response or None for 1xx, framing, keep-alive, head length))` once complete.
+/// `Some((response or None for 1xx, framing, keep-alive))` once complete, the head taken
+/// off `buf`.
 #[allow(clippy::type_complexity)]
 fn parse_head(
-    buf: &[u8],
+    buf: &mut BytesMut,
     head_request: bool,
-) -> Result<Option<(Option<Response<()>>, Framing, bool, usize)>, ReadError> {
+) -> Result<Option<(Option<Response<()>>, Framing, bool)>, ReadError> {
     // Left uninitialised: the parser writes only the headers it finds.
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -408,20 +408,34 @@ fn parse_head(
         if code == 101 {
             return Err(ReadError::Protocol("protocol upgrades are not proxied"));
         }
-        return Ok(Some((None, Framing::Empty, true, len)));
+        buf.advance(len);
+        return Ok(Some((None, Framing::Empty, true)));
     }
     let http11 = parsed.version == Some(1);
-    let mut map = HeaderMap::with_capacity(parsed.headers.len() + 24);
+    // Where each piece lies in the buffer: the head is frozen and shared by the header
+    // values instead of copied into each.
+    let base = buf.as_ptr() as usize;
+    let at = |piece: &[u8]| {
+        let start = piece.as_ptr() as usize - base;
+        start..start + piece.len()
+    };
+    let places: Vec<_> = parsed
+        .headers
+        .iter()
+        .map(|h| (at(h.name.as_bytes()), at(h.value)))
+        .collect();
+    let head = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(places.len() + 24);
     let mut framing_headers = FramingHeaders::default();
     let mut close = !http11;
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
+    for (name, value) in places {
+        let name = HeaderName::from_bytes(&head[name])
             .map_err(|_| ReadError::Protocol("invalid header name"))?;
-        let value = HeaderValue::from_bytes(h.value)
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| ReadError::Protocol("invalid header value"))?;
         if name == header::CONTENT_LENGTH {
             framing_headers
-                .content_length(h.value)
+                .content_length(value.as_bytes())
                 .map_err(|err| match err {
                     FramingError::InvalidLength => ReadError::Protocol("invalid content-length"),
                     FramingError::ConflictingLengths => {
@@ -429,7 +443,7 @@ fn parse_head(
                     }
                 })?;
         } else if name == header::TRANSFER_ENCODING {
-            framing_headers.transfer_encoding(h.value);
+            framing_headers.transfer_encoding(value.as_bytes());
         } else if name == header::CONNECTION {
             let tokens = value.to_str().unwrap_or_default();
             for token in tokens.split(',').map(str::trim) {
@@ -471,7 +485,7 @@ fn parse_head(
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.headers_mut() = map;
-    Ok(Some((Some(response), framing, keep_alive, len)))
+    Ok(Some((Some(response), framing, keep_alive)))
 }
 
 /// A response body read from the upstream connection as the client takes it. The
