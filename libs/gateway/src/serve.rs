@@ -26,9 +26,11 @@
 //! end of the previous answer: an idle keep-alive connection is closed after 30 s).
 //! When the token is cancelled, accepting stops, idle connections close, and in-flight
 //! requests get 30 s to finish (answered with `Connection: close`); [`serve`] returns
-//! then, and whatever still runs ends with the process. Request bodies and answers have
-//! no inactivity timeout of their own yet (the proxy's response timeout bounds the wait
-//! for an upstream's head).
+//! then, and whatever still runs ends with the process. While a request body is being
+//! read or an answer written, a client that sends or takes nothing for 60 s loses the
+//! connection (the pipeline sees its body fail; an answer broken off resets the
+//! connection). The wait for the pipeline itself is not the client's: the proxy's
+//! response timeout bounds it.
 
 use std::{
     cell::RefCell,
@@ -89,6 +91,9 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// Time in-flight requests get to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// Time a client may send nothing of a request body the pipeline is reading, or take
+    /// nothing of an answer being written, before the connection is dropped.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -96,6 +101,7 @@ impl Default for ServeOptions {
         Self {
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -149,7 +155,7 @@ pub async fn serve_with<P: Pipeline>(
             peer.ip(),
             pipeline.clone(),
             token.clone(),
-            options.header_read_timeout,
+            options,
         ));
     }
     drop(listener);
@@ -185,9 +191,11 @@ async fn connection<P: Pipeline>(
     peer: IpAddr,
     pipeline: Arc<P>,
     token: CancellationToken,
-    header_read_timeout: Duration,
+    options: ServeOptions,
 ) {
-    let (mut rd, mut wr) = stream.split();
+    let header_read_timeout = options.header_read_timeout;
+    let (mut rd, wr) = stream.split();
+    let mut wr = Idle::new(wr, options.idle_timeout);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(READ_CHUNK);
     let mut shutdown = pin!(token.cancelled());
@@ -265,7 +273,7 @@ async fn connection<P: Pipeline>(
             });
             let mut decoder = Decoder::new(framing);
             let mut pump = pin!(pump_body(
-                &mut rd,
+                Idle::new(&mut rd, options.idle_timeout),
                 &mut buf,
                 &mut decoder,
                 tx,
@@ -307,16 +315,120 @@ async fn connection<P: Pipeline>(
             Ok(Ended::KeepAlive | Ended::Close) => return linger(&mut rd, &mut wr).await,
             // The answer broke off where its framing cannot say so: a reset tells the
             // client it is incomplete (a plain close would end it cleanly).
-            Ok(Ended::Abort) => {
+            // So does an answer the client stopped taking (or could not take).
+            Ok(Ended::Abort) | Err(_) => {
                 let _ = rd.as_ref().set_zero_linger();
                 return;
             }
-            Err(_) => return,
         }
         if buf.capacity() > 4 * READ_CHUNK && buf.is_empty() {
             // A large head or body grew the buffer: give the memory back.
             buf = BytesMut::with_capacity(READ_CHUNK);
         }
+    }
+}
+
+/// The connection's writing half, with the idle timeout.
+type Writer<'a> = Idle<WriteHalf<'a>>;
+
+/// An I/O half whose reads and writes fail with `TimedOut` once one has made no progress
+/// for `idle`. Its timer is made the first time an operation has to wait and re-armed
+/// only when a wait begins: an operation that completes at once costs nothing.
+#[derive(Debug)]
+struct Idle<T> {
+    io: T,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl<T> Idle<T> {
+    fn new(io: T, idle: Duration) -> Self {
+        Self {
+            io,
+            idle,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// Passes a finished operation on; for a pending one, runs the timer.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.waiting = false;
+            return polled;
+        }
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.idle;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let idle = self.idle;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client sent or took nothing for {} s",
+                    self.idle.as_secs_f32()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Idle<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.watch(cx, polled)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Idle<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, data);
+        self.watch(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 
@@ -326,7 +438,7 @@ async fn refuse<P: Pipeline>(
     error: ApiError,
     peer: IpAddr,
     rd: &mut ReadHalf<'_>,
-    wr: &mut WriteHalf<'_>,
+    wr: &mut Writer<'_>,
     out: &mut Vec<u8>,
 ) {
     tracing::debug!(error = %error, "request refused before the pipeline");
@@ -347,7 +459,7 @@ async fn refuse<P: Pipeline>(
 /// Closes the sending side, then reads and drops what the client still sends for a
 /// moment: closing with unread bytes would reset the connection and could destroy the
 /// answer before the client reads it.
-async fn linger(rd: &mut ReadHalf<'_>, wr: &mut WriteHalf<'_>) {
+async fn linger(rd: &mut ReadHalf<'_>, wr: &mut Writer<'_>) {
     if wr.shutdown().await.is_err() {
         return;
     }
@@ -516,7 +628,7 @@ enum Piece {
 
 /// Reads the request body off the connection as the pipeline asks for it.
 async fn pump_body(
-    rd: &mut ReadHalf<'_>,
+    mut rd: Idle<&mut ReadHalf<'_>>,
     buf: &mut BytesMut,
     decoder: &mut Decoder,
     tx: mpsc::Sender<Piece>,
@@ -532,7 +644,7 @@ async fn pump_body(
         && buf.is_empty()
         && !answering.load(Ordering::Relaxed)
     {
-        let stream: &TcpStream = rd.as_ref();
+        let stream: &TcpStream = rd.io.as_ref();
         let mut line: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
         while !line.is_empty() {
             match stream.try_write(line) {
@@ -550,7 +662,7 @@ async fn pump_body(
         let Ok(permit) = tx.reserve().await else {
             return Pumped::Abandoned;
         };
-        let next = std::future::poll_fn(|cx| decoder.poll_data(Pin::new(&mut *rd), buf, cx)).await;
+        let next = std::future::poll_fn(|cx| decoder.poll_data(Pin::new(&mut rd), buf, cx)).await;
         match next {
             Some(Ok(data)) => permit.send(Piece::Data(data)),
             Some(Err(err)) => {
@@ -656,7 +768,7 @@ enum Ended {
 
 /// Writes `response` (marking `answering` first).
 async fn write_response(
-    wr: &mut WriteHalf<'_>,
+    wr: &mut Writer<'_>,
     out: &mut Vec<u8>,
     response: Response,
     exchange: Exchange,
@@ -834,7 +946,7 @@ async fn write_response(
 }
 
 /// Appends `data` to the batch, or writes the batch and `data` when `data` is large.
-async fn push_data(wr: &mut WriteHalf<'_>, out: &mut Vec<u8>, data: &Bytes) -> io::Result<()> {
+async fn push_data(wr: &mut Writer<'_>, out: &mut Vec<u8>, data: &Bytes) -> io::Result<()> {
     if data.len() < WRITE_DIRECT {
         out.extend_from_slice(data);
         return Ok(());

@@ -1,7 +1,7 @@
 //! The kit's HTTP/1.1 server spoken to over raw TCP: keep-alive and pipelining,
 //! HTTP/1.0, request bodies (length, chunked, `Expect: 100-continue`, left unread),
 //! response framing, a request-smuggling battery refused before the pipeline, the header
-//! read timeout, and the graceful drain.
+//! read and idle timeouts, and the graceful drain.
 
 use std::{
     net::IpAddr,
@@ -25,6 +25,7 @@ use ic_http::ApiError;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::Notify,
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,20 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 struct Echo {
     seen: AtomicUsize,
+    /// Told when the body of an `/endless` answer is dropped.
+    endless_dropped: Arc<Notify>,
 }
+
+/// Tells its `Notify` when dropped.
+struct DropSignal(Arc<Notify>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
 impl Pipeline for Echo {
     async fn handle(&self, request: Request, peer: IpAddr) -> Response {
@@ -78,6 +92,15 @@ impl Pipeline for Echo {
                     Err(std::io::Error::other("gone")),
                 ];
                 Body::from_stream(futures::stream::iter(pieces)).into_response()
+            }
+            // A body that never ends.
+            "/endless" => {
+                let signal = DropSignal(self.endless_dropped.clone());
+                let chunks = futures::stream::repeat_with(move || {
+                    let _ = &signal;
+                    Ok::<_, std::io::Error>(Bytes::from_static(&CHUNK))
+                });
+                Body::from_stream(chunks).into_response()
             }
             "/no-content" => StatusCode::NO_CONTENT.into_response(),
             // A pipeline bug: an interim status as the final answer.
@@ -619,6 +642,46 @@ async fn a_client_slow_to_send_its_head_is_cut_off_and_an_idle_one_too() {
     // Idle past the timeout: closed.
     assert!(client.closed().await);
     assert_eq!(server.seen(), 3);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_or_taking_its_answer_is_dropped() {
+    let server = start(ServeOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
+    })
+    .await;
+    // The pipeline's own time is not the client's: a slow answer still arrives.
+    let mut client = server.connect().await;
+    client.send(&get("/slow")).await;
+    let answer = client.answer().await;
+    assert_eq!((answer.status, answer.text().as_str()), (200, "slow"));
+
+    // A body that stops after 2 of its 10 bytes fails in the pipeline; the client gets
+    // the answer, then the connection closes.
+    let mut client = server.connect().await;
+    client
+        .send(b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\nab")
+        .await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.text().contains("body failed"), "{}", answer.text());
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(client.closed().await);
+
+    // An endless answer the client never reads is given up once nothing moves.
+    let mut client = server.connect().await;
+    client.send(&get("/endless")).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        server.echo.endless_dropped.notified(),
+    )
+    .await
+    .expect("the endless answer is given up");
+    // What had been sent ends in a reset, never in a complete answer.
+    while client.fill().await {}
+    assert!(client.buf.len() >= CHUNK.len(), "the answer had begun");
+    assert!(!client.buf.ends_with(b"0\r\n\r\n"));
 }
 
 #[tokio::test]
