@@ -1,6 +1,7 @@
 //! The floor for the gateway as built (the kit's HTTP/1.1 server and upstream client),
 //! measured by `cargo xtask bench gateway`: a bare proxy (no pipeline, no
-//! checks) that adds the same request and response headers as public-gateway, so the
+//! checks) that adds the same request and response headers as public-gateway (names
+//! parsed once, mimalloc, as in the gateway), so the
 //! difference to it is what the pipeline's work costs.
 //!
 //! Usage: `bare_proxy <port> <upstream base URL>`.
@@ -9,7 +10,7 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{extract::Request, response::Response};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use ic_gateway::{
     serve::{Pipeline, serve},
     upstream::UpstreamClient,
@@ -51,10 +52,29 @@ const RESPONSE_HEADERS: [(&str, &str); 17] = [
     ),
 ];
 
+/// The allocator public-gateway uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Forwards every request to the upstream with the gateway's headers added.
 struct Bare {
     client: UpstreamClient,
     upstream: String,
+    /// The headers, their names parsed once (as the gateway's are).
+    request_headers: Vec<(HeaderName, HeaderValue)>,
+    response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+fn parsed(headers: &[(&'static str, &'static str)]) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            )
+        })
+        .collect()
 }
 
 impl Pipeline for Bare {
@@ -62,20 +82,16 @@ impl Pipeline for Bare {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let uri = format!("{}{path}", self.upstream);
         *request.uri_mut() = uri.parse().expect("a valid URI");
-        for (name, value) in REQUEST_HEADERS {
-            request
-                .headers_mut()
-                .insert(name, HeaderValue::from_static(value));
+        for (name, value) in &self.request_headers {
+            request.headers_mut().insert(name, value.clone());
         }
         let mut response = self
             .client
             .send(request)
             .await
             .expect("the benchmark's upstream answers");
-        for (name, value) in RESPONSE_HEADERS {
-            response
-                .headers_mut()
-                .insert(name, HeaderValue::from_static(value));
+        for (name, value) in &self.response_headers {
+            response.headers_mut().insert(name, value.clone());
         }
         response.map(axum::body::Body::new)
     }
@@ -90,7 +106,12 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
-    let bare = Arc::new(Bare { client, upstream });
+    let bare = Arc::new(Bare {
+        client,
+        upstream,
+        request_headers: parsed(&REQUEST_HEADERS),
+        response_headers: parsed(&RESPONSE_HEADERS),
+    });
     serve(listener, bare, CancellationToken::new())
         .await
         .expect("serving");

@@ -9,11 +9,8 @@ use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderName, HeaderValue, header};
-use ic_http::{
-    ApiError, ErrorCode, Identity,
-    headers::{X_USER_EMAIL, X_USER_ID, X_USER_ROLES},
-};
+use http::{HeaderMap, HeaderValue, header};
+use ic_http::{ApiError, ErrorCode, Identity, headers::name};
 
 /// The future an [`IdentityProvider`] returns.
 pub type IdentityFuture<'a> = Pin<Box<dyn Future<Output = Result<Identity, ApiError>> + Send + 'a>>;
@@ -51,15 +48,10 @@ impl IdentityProvider for Anonymous {
 /// Drops client-sent identity headers. Runs first in a gateway, before anything (the
 /// request context, its log line) can read them.
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    for name in [USER_ID, USER_ROLES, USER_EMAIL] {
+    for name in [name::X_USER_ID, name::X_USER_ROLES, name::X_USER_EMAIL] {
         headers.remove(name);
     }
 }
-
-// Names built at compile time: they are removed and set on every request.
-const USER_ID: HeaderName = HeaderName::from_static(X_USER_ID);
-const USER_ROLES: HeaderName = HeaderName::from_static(X_USER_ROLES);
-const USER_EMAIL: HeaderName = HeaderName::from_static(X_USER_EMAIL);
 
 /// The identity stage: identifies the caller (or answers the provider's error) and
 /// forwards the identity headers to `next`.
@@ -88,17 +80,17 @@ pub async fn attach_identity(
     let identity = provider.identify(request.headers()).await?;
     let headers = request.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&identity.user_id) {
-        headers.insert(USER_ID, v);
+        headers.insert(name::X_USER_ID, v);
     }
     if let Ok(v) = HeaderValue::from_str(&identity.roles.join(",")) {
-        headers.insert(USER_ROLES, v);
+        headers.insert(name::X_USER_ROLES, v);
     }
     if let Some(v) = identity
         .email
         .as_deref()
         .and_then(|e| HeaderValue::from_str(e).ok())
     {
-        headers.insert(USER_EMAIL, v);
+        headers.insert(name::X_USER_EMAIL, v);
     }
     Ok(())
 }
@@ -106,6 +98,7 @@ pub async fn attach_identity(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ic_http::headers::{X_USER_EMAIL, X_USER_ID, X_USER_ROLES};
 
     #[test]
     fn client_identity_headers_are_dropped() {

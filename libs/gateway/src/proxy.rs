@@ -14,11 +14,7 @@ use axum::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use http_body_util::LengthLimitError;
-use ic_http::{
-    ApiError, ErrorCode, RequestContext, Secret,
-    headers::{DAPR_API_TOKEN, X_CORRELATION_ID, X_REQUEST_ID},
-};
-use ic_telemetry::TRACEPARENT;
+use ic_http::{ApiError, ErrorCode, RequestContext, Secret, headers::name};
 
 use crate::{
     client_ip,
@@ -227,13 +223,18 @@ impl Proxy {
         }
         if let Some(ctx) = ctx {
             let child = ctx.trace.child();
-            for (name, value) in child.header_pairs() {
-                if let Ok(value) = HeaderValue::from_str(&value) {
-                    headers.insert(name, value);
-                }
+            if let Ok(value) = HeaderValue::try_from(child.traceparent()) {
+                headers.insert(name::TRACEPARENT, value);
+            }
+            if let Some(value) = child
+                .tracestate
+                .as_deref()
+                .and_then(|state| HeaderValue::from_str(state).ok())
+            {
+                headers.insert(name::TRACESTATE, value);
             }
             headers.insert(
-                X_CORRELATION_ID,
+                name::X_CORRELATION_ID,
                 HeaderValue::from_str(
                     ctx.correlation_id
                         .hyphenated()
@@ -242,17 +243,17 @@ impl Proxy {
                 .expect("a UUID"),
             );
             if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-                headers.insert(X_REQUEST_ID, id);
+                headers.insert(name::X_REQUEST_ID, id);
             }
         }
-        debug_assert!(headers.get(TRACEPARENT).is_some() || ctx.is_none());
+        debug_assert!(headers.get(name::TRACEPARENT).is_some() || ctx.is_none());
         if let Some(value) = self
             .config
             .app_api_token
             .as_ref()
             .and_then(|token| HeaderValue::from_str(token.expose()).ok())
         {
-            headers.insert(DAPR_API_TOKEN, value);
+            headers.insert(name::DAPR_API_TOKEN, value);
         }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;

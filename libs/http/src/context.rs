@@ -10,14 +10,11 @@ use axum::{
     response::Response,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, request::Parts};
-use ic_telemetry::{TRACEPARENT, TRACESTATE, TraceContext};
+use ic_telemetry::TraceContext;
 use tracing::{Instrument, field};
 use uuid::Uuid;
 
-use crate::{
-    ApiError, ErrorCode,
-    headers::{X_CORRELATION_ID, X_REQUEST_ID, X_TRACE_ID, X_USER_EMAIL, X_USER_ID, X_USER_ROLES},
-};
+use crate::{ApiError, ErrorCode, headers::name};
 
 /// Longest accepted user id / e-mail header value.
 const MAX_IDENTITY_LEN: usize = 255;
@@ -73,18 +70,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> 
 impl RequestContext {
     /// Builds the context from request headers.
     pub fn from_headers(service_name: &'static str, headers: &HeaderMap) -> Self {
-        // Names built at compile time: a lookup by `&str` parses the name every time.
-        const CORRELATION: HeaderName = HeaderName::from_static(X_CORRELATION_ID);
-        const REQUEST: HeaderName = HeaderName::from_static(X_REQUEST_ID);
-        const PARENT: HeaderName = HeaderName::from_static(TRACEPARENT);
-        const STATE: HeaderName = HeaderName::from_static(TRACESTATE);
-        const USER_ID: HeaderName = HeaderName::from_static(X_USER_ID);
-        const USER_ROLES: HeaderName = HeaderName::from_static(X_USER_ROLES);
-        const USER_EMAIL: HeaderName = HeaderName::from_static(X_USER_EMAIL);
-        let correlation_id = header_str(headers, &CORRELATION)
+        let correlation_id = header_str(headers, &name::X_CORRELATION_ID)
             .and_then(|v| Uuid::parse_str(v).ok())
             .unwrap_or_else(Uuid::new_v4);
-        let request_id = header_str(headers, &REQUEST)
+        let request_id = header_str(headers, &name::X_REQUEST_ID)
             .filter(|v| printable(v, MAX_REQUEST_ID_LEN) && v.is_ascii())
             .map_or_else(
                 || {
@@ -96,13 +85,15 @@ impl RequestContext {
                 },
                 str::to_owned,
             );
-        let trace =
-            TraceContext::continue_from(header_str(headers, &PARENT), header_str(headers, &STATE));
-        let identity = header_str(headers, &USER_ID)
+        let trace = TraceContext::continue_from(
+            header_str(headers, &name::TRACEPARENT),
+            header_str(headers, &name::TRACESTATE),
+        );
+        let identity = header_str(headers, &name::X_USER_ID)
             .filter(|v| printable(v, MAX_IDENTITY_LEN))
             .map(|user_id| Identity {
                 user_id: user_id.to_owned(),
-                roles: header_str(headers, &USER_ROLES)
+                roles: header_str(headers, &name::X_USER_ROLES)
                     .map(|r| {
                         r.split(',')
                             .map(str::trim)
@@ -111,7 +102,7 @@ impl RequestContext {
                             .collect()
                     })
                     .unwrap_or_default(),
-                email: header_str(headers, &USER_EMAIL)
+                email: header_str(headers, &name::X_USER_EMAIL)
                     .filter(|v| printable(v, MAX_IDENTITY_LEN))
                     .map(str::to_owned),
             });
@@ -199,22 +190,17 @@ where
     // it and would take room in this future next to the future they were moved into.
     let scoped = ctx.scope(next(request)).instrument(span.clone());
     let mut response = scoped.await;
-    // Names built at compile time: these are written on every response.
-    const CORRELATION: HeaderName = HeaderName::from_static(X_CORRELATION_ID);
-    const REQUEST: HeaderName = HeaderName::from_static(X_REQUEST_ID);
-    const TRACE: HeaderName = HeaderName::from_static(X_TRACE_ID);
-    const PARENT: HeaderName = HeaderName::from_static(TRACEPARENT);
     let headers = response.headers_mut();
     let mut uuid = Uuid::encode_buffer();
     if let Ok(value) = HeaderValue::from_str(correlation_id.hyphenated().encode_lower(&mut uuid)) {
-        headers.insert(CORRELATION, value);
+        headers.insert(name::X_CORRELATION_ID, value);
     }
     if let Some(value) = request_id {
-        headers.insert(REQUEST, value);
+        headers.insert(name::X_REQUEST_ID, value);
     }
     for (name, value) in [
-        (TRACE, trace.trace_id.to_string()),
-        (PARENT, trace.traceparent()),
+        (name::X_TRACE_ID, trace.trace_id.to_string()),
+        (name::TRACEPARENT, trace.traceparent()),
     ] {
         if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
@@ -283,6 +269,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::{X_CORRELATION_ID, X_USER_EMAIL, X_USER_ID, X_USER_ROLES};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -14,3 +14,29 @@ pub const X_USER_ROLES: &str = "x-user-roles";
 pub const X_USER_EMAIL: &str = "x-user-email";
 /// The shared secret a Dapr sidecar (or a gateway) presents to a backend.
 pub const DAPR_API_TOKEN: &str = "dapr-api-token";
+
+/// The same names (and the trace context's) as [`http::HeaderName`]s built at compile
+/// time, for the per-request paths: a map lookup or insert by `&str` parses the name
+/// every time.
+pub mod name {
+    use http::HeaderName;
+
+    /// [`super::X_CORRELATION_ID`].
+    pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static(super::X_CORRELATION_ID);
+    /// [`super::X_REQUEST_ID`].
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static(super::X_REQUEST_ID);
+    /// [`super::X_TRACE_ID`].
+    pub const X_TRACE_ID: HeaderName = HeaderName::from_static(super::X_TRACE_ID);
+    /// [`super::X_USER_ID`].
+    pub const X_USER_ID: HeaderName = HeaderName::from_static(super::X_USER_ID);
+    /// [`super::X_USER_ROLES`].
+    pub const X_USER_ROLES: HeaderName = HeaderName::from_static(super::X_USER_ROLES);
+    /// [`super::X_USER_EMAIL`].
+    pub const X_USER_EMAIL: HeaderName = HeaderName::from_static(super::X_USER_EMAIL);
+    /// [`super::DAPR_API_TOKEN`].
+    pub const DAPR_API_TOKEN: HeaderName = HeaderName::from_static(super::DAPR_API_TOKEN);
+    /// W3C `traceparent`.
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static(ic_telemetry::TRACEPARENT);
+    /// W3C `tracestate`.
+    pub const TRACESTATE: HeaderName = HeaderName::from_static(ic_telemetry::TRACESTATE);
+}
