@@ -29,8 +29,8 @@
 //! then, and whatever still runs ends with the process. While a request body is being
 //! read or an answer written, a client that sends or takes nothing for 60 s loses the
 //! connection (the pipeline sees its body fail; an answer broken off resets the
-//! connection). The wait for the pipeline itself is not the client's: the proxy's
-//! response timeout bounds it.
+//! connection). Time the pipeline takes is not counted against the client (the proxy
+//! bounds its own waits: see [`crate::proxy`] and [`crate::upstream`]).
 
 use std::{
     cell::RefCell,
@@ -66,7 +66,8 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::h1::{
-    Decoder, Framing, FramingError, FramingHeaders, READ_CHUNK, push_chunk_size, push_decimal,
+    Decoder, Framing, FramingError, FramingHeaders, Idle, READ_CHUNK, header_places, place,
+    push_chunk_size, push_decimal,
 };
 
 /// A gateway's request pipeline.
@@ -331,107 +332,6 @@ async fn connection<P: Pipeline>(
 /// The connection's writing half, with the idle timeout.
 type Writer<'a> = Idle<WriteHalf<'a>>;
 
-/// An I/O half whose reads and writes fail with `TimedOut` once one has made no progress
-/// for `idle`. Its timer is made the first time an operation has to wait and re-armed
-/// only when a wait begins: an operation that completes at once costs nothing.
-#[derive(Debug)]
-struct Idle<T> {
-    io: T,
-    idle: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    waiting: bool,
-}
-
-impl<T> Idle<T> {
-    fn new(io: T, idle: Duration) -> Self {
-        Self {
-            io,
-            idle,
-            timer: None,
-            waiting: false,
-        }
-    }
-
-    /// Passes a finished operation on; for a pending one, runs the timer.
-    fn watch<R>(
-        &mut self,
-        cx: &mut Context<'_>,
-        polled: Poll<io::Result<R>>,
-    ) -> Poll<io::Result<R>> {
-        if polled.is_ready() {
-            self.waiting = false;
-            return polled;
-        }
-        if !self.waiting {
-            self.waiting = true;
-            let deadline = tokio::time::Instant::now() + self.idle;
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        let idle = self.idle;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the client sent or took nothing for {} s",
-                    self.idle.as_secs_f32()
-                ),
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Idle<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        self.watch(cx, polled)
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Idle<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.io).poll_write(cx, data);
-        self.watch(cx, polled)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.io).poll_flush(cx);
-        self.watch(cx, polled)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
-        self.watch(cx, polled)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.watch(cx, polled)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
 /// Answers a request the server will not read, then closes.
 async fn refuse<P: Pipeline>(
     pipeline: &P,
@@ -448,11 +348,12 @@ async fn refuse<P: Pipeline>(
         http10: false,
         keep_alive: false,
     };
-    if write_response(wr, out, response, exchange, &AtomicBool::new(true))
-        .await
-        .is_ok()
-    {
-        linger(rd, wr).await;
+    match write_response(wr, out, response, exchange, &AtomicBool::new(true)).await {
+        Ok(_) => linger(rd, wr).await,
+        // An answer the client did not take: reset, as on the main path.
+        Err(_) => {
+            let _ = rd.as_ref().set_zero_linger();
+        }
     }
 }
 
@@ -493,41 +394,30 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
         Err(httparse::Error::Version) => return Err("unsupported HTTP version"),
         Err(_) => return Err("malformed request head"),
     };
-    // Where each piece lies in the buffer, so the head can be frozen and shared by the
-    // request's URI and header values instead of copied.
-    let base = buf.as_ptr() as usize;
-    let at = |piece: &[u8]| {
-        let start = piece.as_ptr() as usize - base;
-        (start, start + piece.len())
-    };
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
         .map_err(|_| "invalid method")?;
     let target = parsed.path.unwrap_or_default();
     if !target.starts_with('/') {
         return Err("the request target must be a path (origin-form)");
     }
-    let target = at(target.as_bytes());
+    // Where the pieces lie in the buffer: the head is frozen and shared by the request's
+    // URI and header values instead of copied.
+    let target = place(buf, target.as_bytes());
     let http10 = parsed.version == Some(0);
     let count = parsed.headers.len();
-    let places: Vec<_> = parsed
-        .headers
-        .iter()
-        .map(|h| (at(h.name.as_bytes()), at(h.value)))
-        .collect();
+    let places = header_places(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
 
-    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
-        .map_err(|_| "invalid request target")?;
+    let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| "invalid request target")?;
     let mut map = HeaderMap::with_capacity(count + 16);
     let mut framing = FramingHeaders::default();
     let mut hosts = 0;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
-    for &(name, value) in &places {
-        let name =
-            HeaderName::from_bytes(&head[name.0..name.1]).map_err(|_| "invalid header name")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))
+    for (name, value) in places {
+        let name = HeaderName::from_bytes(&head[name]).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| "invalid header value")?;
         if name == header::CONTENT_LENGTH {
             framing
@@ -644,7 +534,7 @@ async fn pump_body(
         && buf.is_empty()
         && !answering.load(Ordering::Relaxed)
     {
-        let stream: &TcpStream = rd.io.as_ref();
+        let stream: &TcpStream = rd.get_ref().as_ref();
         let mut line: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
         while !line.is_empty() {
             match stream.try_write(line) {

@@ -11,7 +11,8 @@
 //! ending in `chunked` is decoded (and wins over `Content-Length`); conflicting
 //! `Content-Length`s are refused; otherwise the body lasts until the upstream closes, and
 //! such a connection is not reused. A reused connection that turns out closed before any
-//! response byte is retried once on a fresh one when the request had no body.
+//! response byte is retried once on a fresh one when the request had no body. A body the
+//! upstream stops sending for the client's idle timeout fails (its connection is dropped).
 
 use std::{
     collections::HashMap,
@@ -27,8 +28,8 @@ use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::h1::{
-    Decoder, Framing, FramingError, FramingHeaders, READ_CHUNK, push_chunk_size, push_decimal,
-    push_header,
+    Decoder, Framing, FramingError, FramingHeaders, Idle, READ_CHUNK, header_places,
+    push_chunk_size, push_decimal, push_header,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
@@ -103,7 +104,8 @@ impl Pool {
 }
 
 impl UpstreamClient {
-    /// A client with these timeouts (connect; how long a connection may sit idle).
+    /// A client with these timeouts: connect, and how long a connection may sit idle (in
+    /// the pool, or sending nothing of a response body: the body then fails).
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -182,6 +184,7 @@ impl UpstreamClient {
             match result {
                 Ok((response, framing, buf, keep_alive)) => {
                     let keep_alive = keep_alive && write_error.is_none();
+                    let stream = Idle::new(stream, self.inner.idle_timeout);
                     let body = UpstreamBody::new(stream, buf, framing, keep_alive, pool);
                     return Ok(response.map(|()| body));
                 }
@@ -412,18 +415,8 @@ fn parse_head(
         return Ok(Some((None, Framing::Empty, true)));
     }
     let http11 = parsed.version == Some(1);
-    // Where each piece lies in the buffer: the head is frozen and shared by the header
-    // values instead of copied into each.
-    let base = buf.as_ptr() as usize;
-    let at = |piece: &[u8]| {
-        let start = piece.as_ptr() as usize - base;
-        start..start + piece.len()
-    };
-    let places: Vec<_> = parsed
-        .headers
-        .iter()
-        .map(|h| (at(h.name.as_bytes()), at(h.value)))
-        .collect();
+    // The head is frozen and shared by the header values instead of copied into each.
+    let places = header_places(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(places.len() + 24);
     let mut framing_headers = FramingHeaders::default();
@@ -492,7 +485,8 @@ fn parse_head(
 /// connection returns to its pool as soon as the last byte is read.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    stream: Option<TcpStream>,
+    /// An upstream that sends nothing of the body for the client's idle timeout fails it.
+    stream: Option<Idle<TcpStream>>,
     buf: BytesMut,
     decoder: Decoder,
     keep_alive: bool,
@@ -501,7 +495,7 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     fn new(
-        stream: TcpStream,
+        stream: Idle<TcpStream>,
         buf: BytesMut,
         framing: Framing,
         keep_alive: bool,
@@ -527,7 +521,7 @@ impl UpstreamBody {
             && self.keep_alive
             && self.buf.is_empty()
         {
-            self.pool.put(stream);
+            self.pool.put(stream.into_inner());
         }
     }
 }

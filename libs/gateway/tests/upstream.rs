@@ -1,6 +1,7 @@
 //! The proxy's HTTP/1.1 client against loopback upstreams that answer scripted bytes:
 //! connection reuse, every response framing of RFC 9112 §6, interim responses, refused
-//! framings, truncation, stale pooled connections, and request bodies as hyper reads them.
+//! framings, truncation, a body that stalls, stale pooled connections, and request bodies
+//! as hyper reads them.
 
 use std::{
     sync::{
@@ -157,6 +158,8 @@ fn framings(path: &str) -> (Vec<u8>, After) {
         "/conflicting-lengths" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
         "/bad-chunk" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
         "/truncated" => return (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort".to_vec(), After::Close),
+        // Part of the body, then nothing more while the connection stays open.
+        "/stalls" => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart",
         "/not-http" => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
         _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
     };
@@ -292,6 +295,20 @@ async fn ambiguous_or_broken_responses_are_errors_never_short_bodies() {
     let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
     assert_eq!(body.unwrap(), "hello");
     assert_eq!(upstream.connections(), before + 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_sending_its_body_fails_it_after_the_idle_timeout() {
+    let upstream = Scripted::start(framings).await;
+    let client = UpstreamClient::new(Duration::from_secs(2), Duration::from_millis(300));
+    let (status, body) = fetch(&client, get(&upstream.url("/stalls"))).await;
+    assert_eq!(status, 200);
+    let err = body.unwrap_err();
+    assert!(err.contains("nothing was sent"), "{err}");
+    // That connection is not reused.
+    let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
+    assert_eq!(body.unwrap(), "hello");
+    assert_eq!(upstream.connections(), 2);
 }
 
 fn closes_after_each(path: &str) -> (Vec<u8>, After) {
