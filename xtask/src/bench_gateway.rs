@@ -4,8 +4,13 @@
 //! Latency is measured with one connection (what the proxy adds to a request), throughput
 //! with 64. Every proxy runs for the whole benchmark and they are measured in turns, three
 //! rounds, each figure the median of its rounds: a slow moment of the machine then lands
-//! on every proxy instead of on whichever happened to run then. A bare proxy built like the gateway (the kit's server and upstream
-//! client) adding the same headers ("proxy floor") shows what the pipeline itself costs. Also the gateway's peak resident memory while it streams a 200 MiB response.
+//! on every proxy instead of on whichever happened to run then. A bare proxy built like
+//! the gateway (the kit's server and upstream client) adding the same headers ("proxy
+//! floor") shows what the pipeline itself costs.
+//! Then nginx, the floor and the gateway once more under callgrind: user-space
+//! instructions per request, repeatable to about 1 % where req/s on this shared VM swings
+//! by ±20 %, so small changes show. Also the gateway's peak resident memory while it
+//! streams a 200 MiB response.
 
 use std::{
     path::{Path, PathBuf},
@@ -57,7 +62,8 @@ fn wait_port(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nginx(dir: &Path, name: &str, cpu: &str, server: &str) -> anyhow::Result<Process> {
+/// Writes an nginx configuration under `dir/name`; the arguments that run it.
+fn nginx_args(dir: &Path, name: &str, server: &str) -> anyhow::Result<[PathBuf; 4]> {
     let prefix = dir.join(name);
     std::fs::create_dir_all(prefix.join("logs"))?;
     let conf = prefix.join("nginx.conf");
@@ -69,14 +75,98 @@ fn nginx(dir: &Path, name: &str, cpu: &str, server: &str) -> anyhow::Result<Proc
             p = prefix.display()
         ),
     )?;
+    Ok(["-p".into(), prefix, "-c".into(), conf])
+}
+
+fn nginx(dir: &Path, name: &str, cpu: &str, server: &str) -> anyhow::Result<Process> {
     let child = pinned(cpu, &find_binary("nginx"))
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf)
+        .args(nginx_args(dir, name, server)?)
         .spawn()
         .context("starting nginx")?;
     Ok(Process(child))
+}
+
+/// The nginx proxy's `server` block, listening on `port`.
+fn nginx_proxy(port: u16, upstream: u16) -> String {
+    format!(
+        " upstream u {{ server 127.0.0.1:{upstream}; keepalive 128; }}\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+    )
+}
+
+/// Seconds of the run whose instructions are counted.
+const COUNTED_SECONDS: u64 = 5;
+
+/// `program` to be run under callgrind, its counts written to `out` (dumps: `out.1`, ...).
+fn callgrind(out: &Path, program: &Path) -> Command {
+    let mut cmd = Command::new(find_binary("valgrind"));
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(program)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// The requests wrk completed against `url` in `seconds` with 64 connections.
+fn wrk_requests(url: &str, seconds: u64) -> anyhow::Result<u64> {
+    let out = Command::new(find_binary("wrk"))
+        .args(["-t1", "-c64", &format!("-d{seconds}s"), url])
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("Non-2xx") {
+        bail!("wrk failed or saw errors:\n{text}");
+    }
+    text.lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .context("wrk completed no requests")
+}
+
+/// User-space instructions per request of a proxy started by `proxy` (under
+/// [`callgrind`], writing to `out`) on `port`: counted over a 64-connection run after a
+/// warm-up. Unlike req/s on a shared VM (which swings by ±20 % between runs), this is
+/// repeatable to about 1 %, so small changes show.
+fn instructions_per_request(mut proxy: Command, out: &Path, port: u16) -> anyhow::Result<f64> {
+    let child = Process(proxy.spawn().context("starting a proxy under callgrind")?);
+    let pid = child.0.id().to_string();
+    wait_port(port)?;
+    let url = format!("http://127.0.0.1:{port}/api/v1/services");
+    wrk_requests(&url, 2)?;
+    let control = |what: &str| -> anyhow::Result<()> {
+        let status = Command::new(find_binary("callgrind_control"))
+            .args([what, &pid])
+            .stdout(Stdio::null())
+            .status()
+            .context("running callgrind_control")?;
+        if !status.success() {
+            bail!("callgrind_control {what} failed");
+        }
+        Ok(())
+    };
+    control("-z")?;
+    let requests = wrk_requests(&url, COUNTED_SECONDS)?;
+    control("-d")?;
+    let dump = PathBuf::from(format!("{}.1", out.display()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let total = std::fs::read_to_string(&dump).ok().and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("totals:") || l.starts_with("summary:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<f64>().ok())
+        });
+        if let Some(total) = total {
+            return Ok(total / requests as f64);
+        }
+        if Instant::now() > deadline {
+            bail!("callgrind wrote no counts to {}", dump.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn haproxy(dir: &Path, port: u16, upstream: u16) -> anyhow::Result<Process> {
@@ -158,7 +248,12 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 pub fn gateway() -> anyhow::Result<()> {
-    deps::ensure_packages(&[("wrk", "wrk"), ("nginx", "nginx"), ("haproxy", "haproxy")])?;
+    deps::ensure_packages(&[
+        ("wrk", "wrk"),
+        ("nginx", "nginx"),
+        ("haproxy", "haproxy"),
+        ("valgrind", "valgrind"),
+    ])?;
     eprintln!("==> building public-gateway (release)");
     let mut build = cargo();
     build.args([
@@ -195,15 +290,7 @@ pub fn gateway() -> anyhow::Result<()> {
     wait_port(upstream)?;
 
     let nginx_port = free_port();
-    let _nginx = nginx(
-        &dir,
-        "proxy",
-        PROXY_CPU,
-        &format!(
-            " upstream u {{ server 127.0.0.1:{upstream}; keepalive 128; }}\n\
-             server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
-        ),
-    )?;
+    let _nginx = nginx(&dir, "proxy", PROXY_CPU, &nginx_proxy(nginx_port, upstream))?;
     let haproxy_port = free_port();
     let _haproxy = haproxy(&dir, haproxy_port, upstream)?;
     let floor_port = free_port();
@@ -218,19 +305,17 @@ pub fn gateway() -> anyhow::Result<()> {
             .spawn()
             .context("starting bare_proxy")?,
     );
+    let gateway_binary = crate::target_dir().join("release").join("public-gateway");
+    let gateway_env = |cmd: &mut Command, port: u16| {
+        cmd.env("PUBLIC_GATEWAY_PORT", port.to_string())
+            .env("SERVICES_API_URL", format!("http://127.0.0.1:{upstream}"))
+            .env("PUBLIC_RATE_LIMIT_PER_MINUTE", "1000000")
+            .env("RUST_LOG", "warn");
+    };
     let gateway_port = free_port();
-    let gateway = Process(
-        pinned(
-            PROXY_CPU,
-            &crate::target_dir().join("release").join("public-gateway"),
-        )
-        .env("PUBLIC_GATEWAY_PORT", gateway_port.to_string())
-        .env("SERVICES_API_URL", format!("http://127.0.0.1:{upstream}"))
-        .env("PUBLIC_RATE_LIMIT_PER_MINUTE", "1000000")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .context("starting public-gateway")?,
-    );
+    let mut gateway = pinned(PROXY_CPU, &gateway_binary);
+    gateway_env(&mut gateway, gateway_port);
+    let gateway = Process(gateway.spawn().context("starting public-gateway")?);
     let mut targets = vec![
         Target::new("direct (no proxy)", upstream),
         Target::new("nginx", nginx_port),
@@ -253,6 +338,21 @@ pub fn gateway() -> anyhow::Result<()> {
             );
         }
     }
+    eprintln!("==> user-space instructions per request, under callgrind");
+    let port = free_port();
+    let mut cmd = callgrind(&dir.join("callgrind.nginx"), &find_binary("nginx"));
+    cmd.args(nginx_args(&dir, "counted", &nginx_proxy(port, upstream))?);
+    let nginx_instructions = instructions_per_request(cmd, &dir.join("callgrind.nginx"), port)?;
+    let port = free_port();
+    let mut cmd = callgrind(&dir.join("callgrind.floor"), &floor_binary);
+    cmd.arg(port.to_string())
+        .arg(format!("http://127.0.0.1:{upstream}"));
+    let floor_instructions = instructions_per_request(cmd, &dir.join("callgrind.floor"), port)?;
+    let port = free_port();
+    let mut cmd = callgrind(&dir.join("callgrind.gateway"), &gateway_binary);
+    gateway_env(&mut cmd, port);
+    let gateway_instructions = instructions_per_request(cmd, &dir.join("callgrind.gateway"), port)?;
+
     eprintln!("==> streaming 200 MiB through public-gateway");
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{size_download}"])
@@ -303,6 +403,11 @@ pub fn gateway() -> anyhow::Result<()> {
         "  proxy floor / nginx: {:.2}x   public-gateway / proxy floor: {:.2}x   (proxy floor: the kit's server and upstream client, no pipeline, same headers; examples/bare_proxy.rs)",
         by("proxy floor") / by("nginx"),
         by("public-gateway") / by("proxy floor")
+    );
+    println!(
+        "  user-space instructions per request (callgrind, 64 connections): nginx {nginx_instructions:.0}, proxy floor {floor_instructions:.0}, public-gateway {gateway_instructions:.0}   public-gateway / nginx: {:.2}x   public-gateway / proxy floor: {:.2}x   (repeatable to ~1 %, unlike req/s here)",
+        gateway_instructions / nginx_instructions,
+        gateway_instructions / floor_instructions
     );
     if let Some(kib) = peak {
         println!(
