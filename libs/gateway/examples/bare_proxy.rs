@@ -4,7 +4,7 @@
 //! parsed once, mimalloc, as in the gateway), so the
 //! difference to it is what the pipeline's work costs.
 //!
-//! Usage: `bare_proxy <port> <upstream base URL>`.
+//! Usage: `bare_proxy <port> <upstream server URL, http://host:port>`.
 #![allow(clippy::disallowed_methods)] // a benchmark tool reads its arguments
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
@@ -13,7 +13,7 @@ use axum::{extract::Request, response::Response};
 use http::{HeaderName, HeaderValue};
 use ic_gateway::{
     serve::{Pipeline, serve},
-    upstream::UpstreamClient,
+    upstream::{Target, UpstreamClient},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +59,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Forwards every request to the upstream with the gateway's headers added.
 struct Bare {
     client: UpstreamClient,
-    upstream: String,
+    /// Resolved once, as the gateway's upstreams are.
+    upstream: Target,
     /// The headers, their names parsed once (as the gateway's are).
     request_headers: Vec<(HeaderName, HeaderValue)>,
     response_headers: Vec<(HeaderName, HeaderValue)>,
@@ -79,15 +80,12 @@ fn parsed(headers: &[(&'static str, &'static str)]) -> Vec<(HeaderName, HeaderVa
 
 impl Pipeline for Bare {
     async fn handle(&self, mut request: Request, _: IpAddr) -> Response {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let uri = format!("{}{path}", self.upstream);
-        *request.uri_mut() = uri.parse().expect("a valid URI");
         for (name, value) in &self.request_headers {
             request.headers_mut().insert(name, value.clone());
         }
         let mut response = self
             .client
-            .send(request)
+            .send_to(&self.upstream, request)
             .await
             .expect("the benchmark's upstream answers");
         for (name, value) in &self.response_headers {
@@ -106,6 +104,9 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
+    let upstream = client
+        .target(&upstream.parse().expect("an upstream URL"))
+        .expect("an http:// upstream");
     let bare = Arc::new(Bare {
         client,
         upstream,

@@ -5,7 +5,7 @@
 //! Upstream refused → 502, timeout → 504, upstream errors passed through.
 //! Contract: `shared/spec/gateways.md`, "Upstream invocation".
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -18,7 +18,7 @@ use ic_http::{ApiError, ErrorCode, RequestContext, Secret, headers::name};
 
 use crate::{
     client_ip,
-    upstream::{UpstreamClient, UpstreamError},
+    upstream::{Target, UpstreamClient, UpstreamError},
 };
 
 /// How upstreams are addressed.
@@ -34,25 +34,34 @@ pub enum Upstreams {
 }
 
 impl Upstreams {
+    /// `app_id`'s server (an `http://host:port/` URI) and the path before the request's
+    /// own: a direct base URL's path, or the sidecar's invocation prefix.
+    fn route(&self, app_id: &str) -> Option<(Uri, Prefix)> {
+        match self {
+            Self::Direct(bases) => {
+                let base: Uri = bases.get(app_id)?.parse().ok()?;
+                let server = Uri::builder()
+                    .scheme(base.scheme()?.clone())
+                    .authority(base.authority()?.clone())
+                    .path_and_query("/")
+                    .build()
+                    .ok()?;
+                let path = base.path().trim_end_matches('/').to_owned();
+                Some((server, Prefix::Path(path)))
+            }
+            Self::Dapr { port } => Some((
+                Uri::try_from(format!("http://127.0.0.1:{port}/")).ok()?,
+                Prefix::DaprInvoke,
+            )),
+        }
+    }
+
     /// The URI for `app_id`'s `path` and `query`.
     pub fn uri(&self, app_id: &str, path: &str, query: Option<&str>) -> Option<Uri> {
-        let mut uri = String::with_capacity(128);
-        match self {
-            Self::Direct(bases) => uri.push_str(bases.get(app_id)?.trim_end_matches('/')),
-            Self::Dapr { port } => {
-                uri.push_str("http://127.0.0.1:");
-                uri.push_str(&port.to_string());
-                uri.push_str("/v1.0/invoke/");
-                uri.push_str(app_id);
-                uri.push_str("/method");
-            }
-        }
-        uri.push_str(path);
-        if let Some(query) = query {
-            uri.push('?');
-            uri.push_str(query);
-        }
-        Uri::try_from(uri).ok()
+        let (server, prefix) = self.route(app_id)?;
+        let authority = server.authority()?;
+        let target = prefix.target(app_id, path, query);
+        Uri::try_from(format!("http://{authority}{target}")).ok()
     }
 
     /// The base URL of an app's own endpoints (health checks), direct or via Dapr.
@@ -64,6 +73,85 @@ impl Upstreams {
             Self::Dapr { port } => Some(format!(
                 "http://127.0.0.1:{port}/v1.0/invoke/{app_id}/method"
             )),
+        }
+    }
+}
+
+/// What goes before a request's path upstream.
+#[derive(Debug, Clone)]
+enum Prefix {
+    /// A direct base URL's path (without its trailing `/`).
+    Path(String),
+    /// The sidecar's `/v1.0/invoke/<app-id>/method`.
+    DaprInvoke,
+}
+
+impl Prefix {
+    /// The request target (path and query) for `app_id`'s `path` and `query`.
+    fn target(&self, app_id: &str, path: &str, query: Option<&str>) -> String {
+        let pieces = match self {
+            Self::Path(base) => [base.as_str(), "", ""],
+            Self::DaprInvoke => ["/v1.0/invoke/", app_id, "/method"],
+        };
+        let query_len = query.map_or(0, |query| query.len() + 1);
+        let len = pieces.iter().map(|p| p.len()).sum::<usize>() + path.len() + query_len;
+        let mut target = String::with_capacity(len);
+        for piece in pieces {
+            target.push_str(piece);
+        }
+        target.push_str(path);
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        target
+    }
+}
+
+/// Upstreams resolved once (server and connection pool), so a request neither builds
+/// nor parses an absolute URI.
+#[derive(Debug, Clone)]
+enum Resolved {
+    Direct(Vec<(&'static str, Target, Prefix)>),
+    Dapr(Target),
+}
+
+impl Resolved {
+    fn new(upstreams: &Upstreams, client: &UpstreamClient) -> Self {
+        let resolve = |app_id: &str| {
+            let (server, prefix) = upstreams.route(app_id)?;
+            match client.target(&server) {
+                Ok(target) => Some((target, prefix)),
+                Err(err) => {
+                    tracing::warn!(upstream = app_id, error = %err, "unusable upstream: its routes answer 502");
+                    None
+                }
+            }
+        };
+        match upstreams {
+            Upstreams::Direct(bases) => Self::Direct(
+                bases
+                    .keys()
+                    .filter_map(|app_id| resolve(app_id).map(|(t, p)| (*app_id, t, p)))
+                    .collect(),
+            ),
+            // The sidecar serves every app: any app id resolves to it.
+            Upstreams::Dapr { .. } => Self::Dapr(
+                resolve("dapr")
+                    .expect("the sidecar's loopback URL is a valid http:// URI")
+                    .0,
+            ),
+        }
+    }
+
+    /// `app_id`'s server, and the request target for its `path` and `query`.
+    fn locate(&self, app_id: &str, path: &str, query: Option<&str>) -> Option<(&Target, String)> {
+        match self {
+            Self::Direct(apps) => apps
+                .iter()
+                .find(|(app, _, _)| *app == app_id)
+                .map(|(_, target, prefix)| (target, prefix.target(app_id, path, query))),
+            Self::Dapr(target) => Some((target, Prefix::DaprInvoke.target(app_id, path, query))),
         }
     }
 }
@@ -85,6 +173,7 @@ pub struct ProxyConfig {
 #[derive(Debug, Clone)]
 pub struct Proxy {
     client: UpstreamClient,
+    resolved: Arc<Resolved>,
     config: ProxyConfig,
 }
 
@@ -92,22 +181,25 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-// A `static`, not a `const`: a `const` array would be built and dropped at every use.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded. One `match` on the name's
+/// text: cheaper than comparing it with each of them as a `HeaderName`.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Usually there are none: one pass over the names instead of a lookup per name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     // Names the `Connection` header lists go too; its usual `keep-alive` and `close` are
@@ -126,12 +218,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    // Only the names present (an upstream's `Connection: keep-alive` is the usual one).
-    while let Some(name) = headers
-        .keys()
-        .find(|name| HOP_BY_HOP.contains(name))
-        .cloned()
-    {
+    // Only the names present.
+    while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
         headers.remove(name);
     }
 }
@@ -165,7 +253,12 @@ impl Proxy {
     /// A proxy with a pooled client.
     pub fn new(config: ProxyConfig) -> Self {
         let client = UpstreamClient::new(config.connect_timeout, Duration::from_secs(60));
-        Self { client, config }
+        let resolved = Arc::new(Resolved::new(&config.upstreams, &client));
+        Self {
+            client,
+            resolved,
+            config,
+        }
     }
 
     /// The upstream addressing.
@@ -182,12 +275,18 @@ impl Proxy {
             timeout,
         } = to;
         let (mut parts, body) = request.into_parts();
-        let Some(uri) = self.config.upstreams.uri(app_id, path, parts.uri.query()) else {
+        let Some((target, uri)) = self.resolved.locate(app_id, path, parts.uri.query()) else {
             return ApiError::new(
                 ErrorCode::BadGateway,
                 "no upstream is configured for this route",
             )
             .into_response();
+        };
+        // Origin-form: the server is the target's. Normalised and encoded by the route
+        // check, with the client's already parsed query: it parses.
+        let Ok(uri) = Uri::try_from(uri) else {
+            return ApiError::new(ErrorCode::BadGateway, "the upstream URI is invalid")
+                .into_response();
         };
         // Borrowed, not cloned: the headers are a different field of the same parts.
         let ctx = parts.extensions.get::<RequestContext>();
@@ -260,7 +359,7 @@ impl Proxy {
         let upstream_request = http::Request::from_parts(parts, body);
         match tokio::time::timeout(
             timeout.unwrap_or(self.config.response_timeout),
-            self.client.send(upstream_request),
+            self.client.send_to(target, upstream_request),
         )
         .await
         {

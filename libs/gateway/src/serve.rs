@@ -702,10 +702,9 @@ async fn write_response(
     for (name, value) in &parts.headers {
         // Framing and connection management are the server's.
         if matches!(
-            *name,
-            header::CONNECTION | header::TRANSFER_ENCODING | header::CONTENT_LENGTH
-        ) || name == "keep-alive"
-        {
+            name.as_str(),
+            "connection" | "transfer-encoding" | "content-length" | "keep-alive"
+        ) {
             continue;
         }
         crate::h1::push_header(out, name, value);

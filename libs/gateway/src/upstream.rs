@@ -124,6 +124,20 @@ impl UpstreamClient {
         }
     }
 
+    /// The upstream an `http://` URI names, with its connection pool: resolved once and
+    /// kept, it saves [`UpstreamClient::send_to`] parsing the authority and looking up
+    /// the pool on every request.
+    pub fn target(&self, uri: &http::Uri) -> Result<Target, UpstreamError> {
+        let (authority, host, port) =
+            target(uri).ok_or_else(|| UpstreamError::Uri(uri.to_string()))?;
+        Ok(Target {
+            authority: authority.to_owned(),
+            host: host.to_owned(),
+            port,
+            pool: self.pool(authority),
+        })
+    }
+
     async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
         let stream =
             tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect((host, port)))
@@ -139,11 +153,24 @@ impl UpstreamClient {
         &self,
         request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let target = self.target(request.uri())?;
+        self.send_to(&target, request).await
+    }
+
+    /// [`UpstreamClient::send`] to a [`Target`] resolved beforehand; of the request's URI
+    /// only the path and query are used.
+    pub async fn send_to(
+        &self,
+        target: &Target,
+        request: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = request.into_parts();
-        let Some((authority, host, port)) = target(&parts.uri) else {
-            return Err(UpstreamError::Uri(parts.uri.to_string()));
-        };
-        let pool = self.pool(authority);
+        let Target {
+            authority,
+            host,
+            port,
+            pool,
+        } = target;
         let size = body.size_hint();
         let has_body = !(size.exact() == Some(0) || body.is_end_stream());
         let head = request_head(&parts, authority, &size, has_body);
@@ -165,7 +192,7 @@ impl UpstreamClient {
             };
             let (mut stream, reused) = match pooled {
                 Some(stream) if alive(&stream) => (stream, true),
-                _ => (self.connect(host, port).await?, false),
+                _ => (self.connect(host, *port).await?, false),
             };
             let written = write_request(
                 &mut stream,
@@ -185,7 +212,7 @@ impl UpstreamClient {
                 Ok((response, framing, buf, keep_alive)) => {
                     let keep_alive = keep_alive && write_error.is_none();
                     let stream = Idle::new(stream, self.inner.idle_timeout);
-                    let body = UpstreamBody::new(stream, buf, framing, keep_alive, pool);
+                    let body = UpstreamBody::new(stream, buf, framing, keep_alive, pool.clone());
                     return Ok(response.map(|()| body));
                 }
                 // Not a byte of an answer: the upstream never took the request.
@@ -202,6 +229,17 @@ impl UpstreamClient {
             }
         }
     }
+}
+
+/// An upstream server ([`UpstreamClient::target`]).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// For `Host` and the pool.
+    authority: String,
+    /// Bare (an IPv6 literal without brackets), for the resolver.
+    host: String,
+    port: u16,
+    pool: Arc<Pool>,
 }
 
 /// The authority (for `Host` and the pool), host and port of an `http://` URI.
@@ -249,18 +287,19 @@ fn request_head(
     for (name, value) in &parts.headers {
         // Ours to set (framing, host) or about the client's own connection: hyper has
         // already answered `Expect`, and the body is always sent.
+        // (One `match` on the text: cheaper than comparing `HeaderName`s one by one.)
         if matches!(
-            *name,
-            header::HOST
-                | header::CONTENT_LENGTH
-                | header::TRANSFER_ENCODING
-                | header::CONNECTION
-                | header::EXPECT
-                | header::UPGRADE
-                | header::TE
-        ) || name == "keep-alive"
-            || name == "proxy-connection"
-        {
+            name.as_str(),
+            "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "expect"
+                | "upgrade"
+                | "te"
+                | "keep-alive"
+                | "proxy-connection"
+        ) {
             continue;
         }
         push_header(&mut head, name, value);
@@ -439,13 +478,25 @@ fn parse_head(
             framing_headers.transfer_encoding(value.as_bytes());
         } else if name == header::CONNECTION {
             let tokens = value.to_str().unwrap_or_default();
+            let mut names_others = false;
             for token in tokens.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    if !http11 {
+                        close = false;
+                    }
+                } else {
+                    names_others = true;
                 }
             }
+            // This connection's business, and never passed on: kept only when it names
+            // other headers, for the proxy to strip those as well.
+            if !names_others {
+                continue;
+            }
+        } else if name == "keep-alive" {
+            continue;
         }
         map.append(name, value);
     }
