@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{DefaultHasher, Hash, Hasher},
+    hash::BuildHasher,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -73,7 +73,9 @@ pub struct Gcra {
     limit: u32,
     interval: Duration,
     tolerance: Duration,
-    shards: Vec<Mutex<HashMap<String, Instant>>>,
+    /// Picks the shard and hashes within it (a fast hash, randomly seeded per process).
+    hasher: foldhash::fast::RandomState,
+    shards: Vec<Mutex<HashMap<String, Instant, foldhash::fast::RandomState>>>,
 }
 
 impl Gcra {
@@ -85,7 +87,8 @@ impl Gcra {
             limit,
             interval,
             tolerance: interval * (limit - 1),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
@@ -96,46 +99,58 @@ impl Gcra {
 
     /// Checks (and on success counts) one request for `key` at `now`.
     pub fn check(&self, key: &str, now: Instant) -> Decision {
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        let shard = &self.shards[(hasher.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
         let mut map = shard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= SWEEP_AT {
             map.retain(|_, tat| *tat > now);
         }
-        let tat = map.get(key).copied().unwrap_or(now).max(now);
+        // One lookup for a known key; a new one is inserted only when allowed.
+        if let Some(tat) = map.get_mut(key) {
+            let (decision, new_tat) = self.decide(*tat, now);
+            if let Some(new_tat) = new_tat {
+                *tat = new_tat;
+            }
+            return decision;
+        }
+        let (decision, new_tat) = self.decide(now, now);
+        if let Some(new_tat) = new_tat {
+            map.insert(key.to_owned(), new_tat);
+        }
+        decision
+    }
+
+    /// The decision for a key whose theoretical arrival time is `tat`, and its new one
+    /// when the request is allowed.
+    fn decide(&self, tat: Instant, now: Instant) -> (Decision, Option<Instant>) {
+        let tat = tat.max(now);
         let ahead = tat - now;
         if ahead > self.tolerance {
             let wait = ahead - self.tolerance;
-            return Decision {
+            let refused = Decision {
                 allowed: false,
                 limit: self.limit,
                 remaining: 0,
                 reset_secs: ceil_secs(ahead),
                 retry_after_secs: ceil_secs(wait),
             };
+            return (refused, None);
         }
         let new_tat = tat + self.interval;
-        match map.get_mut(key) {
-            Some(tat) => *tat = new_tat,
-            None => {
-                map.insert(key.to_owned(), new_tat);
-            }
-        }
         let used = new_tat - now;
         let capacity = self.interval * self.limit;
         let left = capacity.saturating_sub(used);
         let remaining =
             u32::try_from(left.as_nanos() / self.interval.as_nanos().max(1)).unwrap_or(u32::MAX);
-        Decision {
+        let allowed = Decision {
             allowed: true,
             limit: self.limit,
             remaining,
             reset_secs: ceil_secs(used),
             retry_after_secs: 0,
-        }
+        };
+        (allowed, Some(new_tat))
     }
 }
 

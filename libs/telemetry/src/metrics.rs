@@ -1,4 +1,9 @@
-use std::{borrow::Cow, sync::Arc, time::Instant};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+    time::Instant,
+};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -48,7 +53,13 @@ pub struct HttpMetrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram>,
+    /// The two metrics of each (method, route, status) with static labels, found by
+    /// one cheap lookup instead of two in the families (SipHash over the labels).
+    handles: Arc<RwLock<HashMap<StaticLabels, Handles, foldhash::fast::RandomState>>>,
 }
+
+type StaticLabels = (&'static str, &'static str, u16);
+type Handles = (Counter, Histogram);
 
 impl Default for HttpMetrics {
     fn default() -> Self {
@@ -78,6 +89,7 @@ impl HttpMetrics {
             registry: Arc::new(registry),
             requests,
             durations,
+            handles: Arc::default(),
         }
     }
 
@@ -90,10 +102,22 @@ impl HttpMetrics {
         status: u16,
         seconds: f64,
     ) {
-        let route = RouteLabels {
-            method: method.into(),
-            route: route.into(),
-        };
+        let (method, route) = (method.into(), route.into());
+        if let (Cow::Borrowed(method), Cow::Borrowed(route)) = (&method, &route) {
+            let labels = (*method, *route, status);
+            let known = self.handles.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((counter, histogram)) = known.get(&labels) {
+                counter.inc();
+                histogram.observe(seconds);
+                return;
+            }
+            drop(known);
+            let (counter, histogram) = self.new_handles(labels);
+            counter.inc();
+            histogram.observe(seconds);
+            return;
+        }
+        let route = RouteLabels { method, route };
         self.requests
             .get_or_create(&RequestLabels {
                 method: route.method.clone(),
@@ -102,6 +126,30 @@ impl HttpMetrics {
             })
             .inc();
         self.durations.get_or_create(&route).observe(seconds);
+    }
+
+    /// The metrics of static labels met for the first time, kept for the next request.
+    fn new_handles(&self, labels: StaticLabels) -> Handles {
+        let (method, route, status) = labels;
+        let route_labels = RouteLabels {
+            method: Cow::Borrowed(method),
+            route: Cow::Borrowed(route),
+        };
+        let handles = (
+            self.requests
+                .get_or_create(&RequestLabels {
+                    method: Cow::Borrowed(method),
+                    route: Cow::Borrowed(route),
+                    status,
+                })
+                .clone(),
+            self.durations.get_or_create(&route_labels).clone(),
+        );
+        self.handles
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(labels, handles.clone());
+        handles
     }
 
     /// The registry in the text exposition format.
@@ -244,5 +292,29 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("/items/1"), "{text}");
+    }
+
+    #[test]
+    fn static_and_owned_labels_count_in_the_same_series() {
+        let metrics = HttpMetrics::default();
+        metrics.observe("GET", "/a", 200, 0.001);
+        metrics.observe("GET", "/a", 200, 0.001);
+        metrics.observe("GET", "/a".to_owned(), 200, 0.001);
+        metrics.observe("GET", "/a", 404, 0.001);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"http_server_requests_total{method="GET",route="/a",status="200"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"http_server_requests_total{method="GET",route="/a",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"http_server_request_duration_seconds_count{method="GET",route="/a"} 4"#
+            ),
+            "{text}"
+        );
     }
 }
