@@ -58,6 +58,27 @@ impl Recorder {
                     )
                         .into_response();
                 }
+                if uri.contains("/own") {
+                    // Every header the gateway sets itself, set by the upstream too.
+                    return (
+                        [
+                            ("server", "upstream/1.0"),
+                            ("x-correlation-id", "upstream"),
+                            ("x-request-id", "upstream"),
+                            ("x-trace-id", "upstream"),
+                            ("traceparent", "upstream"),
+                            ("ratelimit-limit", "upstream"),
+                            ("x-ratelimit-remaining", "upstream"),
+                            ("x-frame-options", "SAMEORIGIN"),
+                            ("referrer-policy", "unsafe-url"),
+                            ("content-security-policy", "default-src 'none'"),
+                            ("access-control-allow-origin", "*"),
+                            ("vary", "Accept-Encoding"),
+                        ],
+                        "mine",
+                    )
+                        .into_response();
+                }
                 if uri.contains("/boom") {
                     return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded")
                         .into_response();
@@ -554,6 +575,93 @@ async fn security_headers_are_on_every_response_errors_included() {
             );
         }
     }
+}
+
+/// The gateway's headers replace an upstream's of the same names, on the wire as
+/// through the tower service: each is there once (an upstream's CSP is kept, and `Vary`
+/// adds to the upstream's).
+#[tokio::test]
+async fn the_gateways_own_headers_replace_the_upstreams_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let upstream = Recorder::start().await;
+    let port = ic_testkit::free_port();
+    let mut vars = to_upstream(&upstream);
+    vars.push(("PUBLIC_GATEWAY_PORT", port.to_string()));
+    let env: Env = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let app = public_gateway::App::build(Config::from_env(env).unwrap())
+        .await
+        .unwrap();
+    let token = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    raw.write_all(
+        b"GET /api/v1/services/own HTTP/1.1\r\nhost: gw\r\norigin: http://localhost:3000\r\n\
+          connection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    // Closed, so the server's lingering read after its close ends at once.
+    drop(raw);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(body, "mine");
+    let values = |name: &str| -> Vec<&str> {
+        head.lines()
+            .filter_map(|line| line.split_once(": "))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let tower = call(&gateway(&to_upstream(&upstream)), {
+        let mut request = get("/api/v1/services/own");
+        request
+            .headers_mut()
+            .insert("origin", "http://localhost:3000".parse().unwrap());
+        request
+    })
+    .await;
+    for (name, expected) in [
+        ("server", Some("international-center")),
+        ("x-frame-options", Some("DENY")),
+        ("referrer-policy", Some("strict-origin-when-cross-origin")),
+        ("content-security-policy", Some("default-src 'none'")),
+        ("access-control-allow-origin", Some("http://localhost:3000")),
+        ("ratelimit-limit", Some("1000")),
+        ("x-ratelimit-remaining", None),
+        ("x-correlation-id", None),
+        ("x-request-id", None),
+        ("x-trace-id", None),
+        ("traceparent", None),
+    ] {
+        let on_wire = values(name);
+        assert_eq!(on_wire.len(), 1, "{name} once on the wire: {head}");
+        assert_ne!(on_wire[0], "upstream", "{name}: {head}");
+        if let Some(expected) = expected {
+            assert_eq!(on_wire[0], expected, "{name}: {head}");
+        }
+        let through_tower: Vec<_> = tower.headers.get_all(name).iter().collect();
+        assert_eq!(through_tower.len(), 1, "{name} once through tower");
+        assert_ne!(through_tower[0], "upstream", "{name} through tower");
+        if let Some(expected) = expected {
+            assert_eq!(through_tower[0], expected, "{name} through tower");
+        }
+    }
+    assert_eq!(values("vary"), ["Accept-Encoding", "Origin"], "{head}");
+    assert_eq!(
+        tower.headers.get_all("vary").iter().collect::<Vec<_>>(),
+        ["Accept-Encoding", "Origin"]
+    );
+    token.cancel();
+    server.await.unwrap().unwrap();
 }
 
 #[tokio::test]
