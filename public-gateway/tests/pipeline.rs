@@ -577,16 +577,18 @@ async fn security_headers_are_on_every_response_errors_included() {
     }
 }
 
-/// The gateway's headers replace an upstream's of the same names, on the wire as
-/// through the tower service: each is there once (an upstream's CSP is kept, and `Vary`
-/// adds to the upstream's).
-#[tokio::test]
-async fn the_gateways_own_headers_replace_the_upstreams_on_the_wire() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// The gateway served on a free loopback port in front of `upstream`: its port, the
+/// token that stops it, and its task.
+async fn served(
+    upstream: &Recorder,
+) -> (
+    u16,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let upstream = Recorder::start().await;
     let port = ic_testkit::free_port();
-    let mut vars = to_upstream(&upstream);
+    let mut vars = to_upstream(upstream);
     vars.push(("PUBLIC_GATEWAY_PORT", port.to_string()));
     let env: Env = vars
         .iter()
@@ -596,7 +598,17 @@ async fn the_gateways_own_headers_replace_the_upstreams_on_the_wire() {
         .await
         .unwrap();
     let token = app.shutdown_token();
-    let server = tokio::spawn(app.run_until_stopped());
+    (port, token, tokio::spawn(app.run_until_stopped()))
+}
+
+/// The gateway's headers replace an upstream's of the same names, on the wire as
+/// through the tower service: each is there once (an upstream's CSP is kept, and `Vary`
+/// adds to the upstream's).
+#[tokio::test]
+async fn the_gateways_own_headers_replace_the_upstreams_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Recorder::start().await;
+    let (port, token, server) = served(&upstream).await;
 
     let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -903,20 +915,8 @@ async fn without_redis_the_gateway_limits_locally_reports_degraded_and_recovers(
 #[tokio::test]
 async fn served_over_tcp_the_peer_is_the_client_refused_framing_is_enveloped_and_shutdown_lets_in_flight_requests_finish()
  {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = Recorder::start().await;
-    let port = ic_testkit::free_port();
-    let mut vars = to_upstream(&upstream);
-    vars.push(("PUBLIC_GATEWAY_PORT", port.to_string()));
-    let env: Env = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let app = public_gateway::App::build(Config::from_env(env).unwrap())
-        .await
-        .unwrap();
-    let token = app.shutdown_token();
-    let server = tokio::spawn(app.run_until_stopped());
+    let (port, token, server) = served(&upstream).await;
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
 
