@@ -135,12 +135,12 @@ impl Resolved {
                     .filter_map(|app_id| resolve(app_id).map(|(t, p)| (*app_id, t, p)))
                     .collect(),
             ),
-            // The sidecar serves every app: any app id resolves to it.
-            Upstreams::Dapr { .. } => Self::Dapr(
-                resolve("dapr")
-                    .expect("the sidecar's loopback URL is a valid http:// URI")
-                    .0,
-            ),
+            // The sidecar serves every app: any app id resolves to it (its loopback
+            // `http://` URL always does; were it not to, every route would answer 502).
+            Upstreams::Dapr { .. } => match resolve("dapr") {
+                Some((target, _)) => Self::Dapr(target),
+                None => Self::Direct(Vec::new()),
+            },
         }
     }
 
@@ -183,7 +183,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded. One `match` on the name's
 /// text: cheaper than comparing it with each of them as a `HeaderName`.
-pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -424,6 +424,34 @@ mod tests {
             "http://127.0.0.1:8080/api/v1/services"
         );
         assert!(direct.uri("content-api", "/x", None).is_none());
+    }
+
+    #[test]
+    fn resolved_upstreams_give_the_server_and_the_request_target() {
+        let client = UpstreamClient::new(Duration::from_secs(1), Duration::from_secs(1));
+        let direct = Resolved::new(
+            &Upstreams::Direct(HashMap::from([
+                ("services-api", "http://127.0.0.1:8080/base/".to_owned()),
+                ("content-api", "https://content.example.org".to_owned()),
+            ])),
+            &client,
+        );
+        let (_, target) = direct
+            .locate("services-api", "/api/v1/services", Some("limit=2"))
+            .unwrap();
+        assert_eq!(target, "/base/api/v1/services?limit=2");
+        assert!(
+            direct.locate("content-api", "/x", None).is_none(),
+            "an https:// upstream is not usable: its routes answer 502"
+        );
+        assert!(direct.locate("other", "/x", None).is_none());
+
+        let dapr = Resolved::new(&Upstreams::Dapr { port: 3500 }, &client);
+        let (_, target) = dapr
+            .locate("services-api", "/api/v1/services", None)
+            .unwrap();
+        assert_eq!(target, "/v1.0/invoke/services-api/method/api/v1/services");
+        assert!(matches!(dapr, Resolved::Dapr(_)));
     }
 
     #[test]

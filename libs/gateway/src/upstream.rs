@@ -620,4 +620,39 @@ mod tests {
         let uri: http::Uri = "https://example.org/".parse().unwrap();
         assert_eq!(target(&uri), None);
     }
+
+    fn parsed(head: &str) -> (HeaderMap, bool) {
+        let mut buf = BytesMut::from(head);
+        let Ok(Some((Some(response), _, keep_alive))) = parse_head(&mut buf, false) else {
+            panic!("a complete response head");
+        };
+        (response.headers().clone(), keep_alive)
+    }
+
+    #[test]
+    fn connection_options_stay_behind_and_a_connection_naming_headers_is_kept_for_the_proxy() {
+        let (headers, keep_alive) = parsed(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\n\
+             content-length: 0\r\nx-app: 1\r\n\r\n",
+        );
+        assert!(keep_alive);
+        assert!(!headers.contains_key("connection"), "{headers:?}");
+        assert!(!headers.contains_key("keep-alive"), "{headers:?}");
+        assert!(headers.contains_key("x-app"));
+
+        let (headers, keep_alive) = parsed(
+            "HTTP/1.1 200 OK\r\nconnection: close, x-hop\r\nx-hop: 1\r\ncontent-length: 0\r\n\r\n",
+        );
+        assert!(!keep_alive);
+        assert_eq!(
+            headers["connection"], "close, x-hop",
+            "kept, so the proxy strips the header it names"
+        );
+
+        let (_, keep_alive) =
+            parsed("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n");
+        assert!(keep_alive, "HTTP/1.0 keeps the connection only when asked");
+        let (_, keep_alive) = parsed("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n");
+        assert!(!keep_alive);
+    }
 }
