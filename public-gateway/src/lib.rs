@@ -24,7 +24,7 @@ use ic_gateway::{
     cors::{Cors, CorsPolicy},
     gate::RouteCheck,
     identity::{Anonymous, IdentityProvider, attach_identity, strip_identity_headers},
-    proxy::{Proxy, ProxyConfig, Upstreams},
+    proxy::{Proxy, ProxyConfig, Upstreams, strip_hop_by_hop},
     rate_limit::{Decision, Gcra, Limiter, SharedGcra, rate_limit},
     routes::{Alias, RouteTable, public_content_routes, public_services_routes},
     security::SecurityHeaders,
@@ -237,11 +237,14 @@ pub fn app(gateway: Gateway) -> PublicGateway {
 }
 
 impl Stages {
-    /// Client identity headers are dropped before the request context reads them (they
-    /// are never believed, not even in the gateway's own logs) → request id /
+    /// Hop-by-hop headers (and those the client's `Connection` lists) and client identity
+    /// headers are dropped before the request context reads them (they are never
+    /// believed, not even in the gateway's own logs, and a client's `Connection` cannot
+    /// remove what a later stage adds) → request id /
     /// correlation id / trace → … → security headers on every response, a panic's 500
     /// included.
     async fn handle(&self, mut request: Request, peer: IpAddr) -> Response {
+        strip_hop_by_hop(request.headers_mut());
         strip_identity_headers(request.headers_mut());
         let mut response = in_request_context(SERVICE_NAME, request, |request| {
             // Boxed: the stages' future moves (and is copied) into each wrapper otherwise.

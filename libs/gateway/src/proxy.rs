@@ -197,7 +197,13 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Drops hop-by-hop headers and the names a `Connection` header lists (and the
+/// `Connection` header itself). A gateway calls it first, on the client's request, like
+/// [`strip_identity_headers`](crate::identity::strip_identity_headers): a name a client
+/// lists must not remove a header a later stage sets (the identity headers), and none
+/// of them is the gateway's business. The proxy calls it again on what it forwards and
+/// on the upstream's answer.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Usually there are none: one pass over the names instead of a lookup per name.
     if !headers.keys().any(is_hop_by_hop) {
         return;
