@@ -85,7 +85,7 @@ impl Pipeline for Bare {
         }
         let mut response = self
             .client
-            .send_to(&self.upstream, request)
+            .send_to(&self.upstream, request, Duration::from_secs(30))
             .await
             .expect("the benchmark's upstream answers");
         for (name, value) in &self.response_headers {

@@ -165,7 +165,9 @@ pub struct ProxyConfig {
     pub app_api_token: Option<Secret>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Time allowed until the upstream's response headers.
+    /// Time allowed for the upstream's response headers once the request has been sent,
+    /// its body included (an upload is timed by its progress instead: nothing taken for
+    /// 60 s fails it).
     pub response_timeout: Duration,
 }
 
@@ -239,7 +241,7 @@ pub struct Forward<'a> {
     pub path: &'a str,
     /// The client, for the `X-Forwarded-*` headers.
     pub client: client_ip::Client,
-    /// The route's own timeout until response headers, instead of the default.
+    /// The route's own wait for response headers, instead of the default.
     pub timeout: Option<Duration>,
 }
 
@@ -363,18 +365,9 @@ impl Proxy {
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         let upstream_request = http::Request::from_parts(parts, body);
-        match tokio::time::timeout(
-            timeout.unwrap_or(self.config.response_timeout),
-            self.client.send_to(target, upstream_request),
-        )
-        .await
-        {
-            Err(_) => ApiError::new(
-                ErrorCode::GatewayTimeout,
-                "the upstream did not answer in time",
-            )
-            .into_response(),
-            Ok(Err(UpstreamError::RequestBody(err))) => {
+        let wait = timeout.unwrap_or(self.config.response_timeout);
+        match self.client.send_to(target, upstream_request, wait).await {
+            Err(UpstreamError::RequestBody(err)) => {
                 if caused_by::<LengthLimitError>(&err) {
                     // A chunked body that outgrew the limit while being streamed up.
                     ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
@@ -387,16 +380,16 @@ impl Proxy {
                     .into_response()
                 }
             }
-            Ok(Err(UpstreamError::ConnectTimeout)) => ApiError::new(
+            Err(UpstreamError::ConnectTimeout | UpstreamError::Timeout) => ApiError::new(
                 ErrorCode::GatewayTimeout,
                 "the upstream did not answer in time",
             )
             .into_response(),
-            Ok(Err(err)) => {
+            Err(err) => {
                 tracing::warn!(upstream = app_id, error = %err, "upstream request failed");
                 ApiError::new(ErrorCode::BadGateway, "the upstream is unavailable").into_response()
             }
-            Ok(Ok(response)) => {
+            Ok(response) => {
                 let (mut parts, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Body::new(incoming))

@@ -13,6 +13,9 @@
 //! such a connection is not reused. A reused connection that turns out closed before any
 //! response byte is retried once on a fresh one when the request had no body. A body the
 //! upstream stops sending for the client's idle timeout fails (its connection is dropped).
+//! A request body goes up while the answer is watched for: an upload is timed by its
+//! progress (the idle timeout), the wait for the answer starts once it has gone up, and
+//! an answer that comes first ends it.
 
 use std::{
     collections::HashMap,
@@ -34,7 +37,10 @@ use crate::h1::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -54,6 +60,10 @@ pub enum UpstreamError {
     /// No connection within the connect timeout.
     #[error("connecting to the upstream timed out")]
     ConnectTimeout,
+    /// No answer within the wait after the request was sent, or a request body the
+    /// upstream took nothing of for the idle timeout.
+    #[error("the upstream did not answer in time")]
+    Timeout,
     /// Refused, unreachable, reset.
     #[error("upstream connection failed: {0}")]
     Io(#[from] io::Error),
@@ -148,21 +158,29 @@ impl UpstreamClient {
     }
 
     /// Sends `request` (absolute `http://` URI) and returns the response once its head has
-    /// arrived; the body streams from the connection as it is read.
+    /// arrived (waiting for it up to the idle timeout); the body streams from the
+    /// connection as it is read.
     pub async fn send(
         &self,
         request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let target = self.target(request.uri())?;
-        self.send_to(&target, request).await
+        self.send_to(&target, request, self.inner.idle_timeout)
+            .await
     }
 
     /// [`UpstreamClient::send`] to a [`Target`] resolved beforehand; of the request's URI
-    /// only the path and query are used.
+    /// only the path and query are used. `wait`: how long the response head may take once
+    /// the request has been sent, its body included. While a body goes up, only a lack of
+    /// progress fails it (nothing taken by the upstream for the idle timeout): a slow
+    /// upload is not a slow upstream. An answer that comes before the body has all gone
+    /// up (an early `413`, say) ends the upload and is returned; that connection is not
+    /// reused.
     pub async fn send_to(
         &self,
         target: &Target,
         request: Request<Body>,
+        wait: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = request.into_parts();
         let Target {
@@ -194,23 +212,22 @@ impl UpstreamClient {
                 Some(stream) if alive(&stream) => (stream, true),
                 _ => (self.connect(host, *port).await?, false),
             };
-            let written = write_request(
+            let Exchanged {
+                head: result,
+                finished,
+                write_error,
+            } = exchange(
                 &mut stream,
                 &head,
                 if has_body { body.take() } else { None },
+                head_request,
+                wait,
+                self.inner.idle_timeout,
             )
-            .await;
-            let (result, write_error) = match written {
-                Ok(()) => (read_head(&mut stream, head_request).await, None),
-                Err(WriteError::Body(err)) => return Err(UpstreamError::RequestBody(err)),
-                // The upstream may have answered early and closed (e.g. 413 before the
-                // whole body): its answer is still worth reading, but that connection
-                // is never reused.
-                Err(WriteError::Io(err)) => (read_head(&mut stream, head_request).await, Some(err)),
-            };
+            .await?;
             match result {
                 Ok((response, framing, buf, keep_alive)) => {
-                    let keep_alive = keep_alive && write_error.is_none();
+                    let keep_alive = keep_alive && finished;
                     let stream = Idle::new(stream, self.inner.idle_timeout);
                     let body = UpstreamBody::new(stream, buf, framing, keep_alive, pool.clone());
                     return Ok(response.map(|()| body));
@@ -326,11 +343,77 @@ enum WriteError {
     Body(axum::Error),
 }
 
+/// What [`exchange`] got.
+struct Exchanged {
+    /// The answer's head, or why there is none.
+    head: Result<Head, ReadError>,
+    /// The request went up whole; otherwise the connection is not reused.
+    finished: bool,
+    /// Why writing it stopped, if it failed.
+    write_error: Option<io::Error>,
+}
+
+/// Sends the request and reads the answer's head, which may take `wait` once the request
+/// has been sent. A body goes up with its writes failing after `idle` without progress,
+/// while the answer is watched for: one that comes first ends the upload.
+async fn exchange(
+    stream: &mut TcpStream,
+    head: &[u8],
+    body: Option<Body>,
+    head_request: bool,
+    wait: Duration,
+    idle: Duration,
+) -> Result<Exchanged, UpstreamError> {
+    async fn waited<F: Future<Output = Result<Head, ReadError>>>(
+        wait: Duration,
+        read: F,
+    ) -> Result<Result<Head, ReadError>, UpstreamError> {
+        tokio::time::timeout(wait, read)
+            .await
+            .map_err(|_| UpstreamError::Timeout)
+    }
+    let Some(body) = body else {
+        let written = stream.write_all(head).await;
+        return Ok(Exchanged {
+            // Even when writing failed: the upstream may have answered and closed.
+            head: waited(wait, read_head(stream, head_request)).await?,
+            finished: written.is_ok(),
+            write_error: written.err(),
+        });
+    };
+    let (mut reader, writer) = stream.split();
+    let mut writer = Idle::new(writer, idle);
+    let read = read_head(&mut reader, head_request);
+    let write = write_request(&mut writer, head, Some(body));
+    tokio::pin!(read, write);
+    tokio::select! {
+        // Answered before the body has all gone up (an early 413, say): the upload ends.
+        head = &mut read => Ok(Exchanged { head, finished: false, write_error: None }),
+        written = &mut write => match written {
+            Ok(()) => Ok(Exchanged {
+                head: waited(wait, read).await?,
+                finished: true,
+                write_error: None,
+            }),
+            Err(WriteError::Body(err)) => Err(UpstreamError::RequestBody(err)),
+            Err(WriteError::Io(err)) if err.kind() == io::ErrorKind::TimedOut => {
+                Err(UpstreamError::Timeout)
+            }
+            // The upstream may have answered and closed: its answer is still worth reading.
+            Err(WriteError::Io(err)) => Ok(Exchanged {
+                head: waited(wait, read).await?,
+                finished: false,
+                write_error: Some(err),
+            }),
+        },
+    }
+}
+
 /// Writes the head, then the body (`Content-Length` when its size is known, chunked
 /// otherwise). A body that fails or does not match its declared size leaves the request
 /// unfinished, so the upstream never takes a truncated body for a whole one.
-async fn write_request(
-    stream: &mut TcpStream,
+async fn write_request<W: AsyncWrite + Unpin>(
+    stream: &mut W,
     head: &[u8],
     body: Option<Body>,
 ) -> Result<(), WriteError> {
@@ -385,7 +468,10 @@ type Head = (Response<()>, Framing, BytesMut, bool);
 
 /// Reads until a final (non-1xx) response head has arrived; the bytes after it stay in
 /// the returned buffer.
-async fn read_head(stream: &mut TcpStream, head_request: bool) -> Result<Head, ReadError> {
+async fn read_head<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    head_request: bool,
+) -> Result<Head, ReadError> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut received = false;
     let mut interim = 0;

@@ -13,6 +13,7 @@ use std::{
 
 use axum::{Router, body::Body, extract::Request, response::IntoResponse};
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use ic_gateway::upstream::{UpstreamClient, UpstreamError};
 use tokio::{
@@ -451,5 +452,116 @@ async fn a_close_racing_the_request_is_retried_only_when_sending_twice_is_safe()
     let heads = upstream.heads.lock().unwrap().clone();
     let posts = heads.iter().filter(|h| h.starts_with("POST ")).count();
     assert_eq!(posts, 1, "{heads:?}");
+    assert_eq!(upstream.connections(), 2);
+}
+
+/// A loopback upstream that accepts connections and then neither reads nor answers.
+async fn silent() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut streams = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            streams.push(stream);
+        }
+    });
+    (format!("http://{addr}"), held)
+}
+
+/// `client.send_to` with this wait, failing the test instead of hanging.
+async fn send_waiting(
+    client: &UpstreamClient,
+    request: Request,
+    wait: Duration,
+) -> Result<http::Response<ic_gateway::upstream::UpstreamBody>, UpstreamError> {
+    let target = client.target(request.uri()).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        client.send_to(&target, request, wait),
+    )
+    .await
+    .expect("the client gave up by itself")
+}
+
+#[tokio::test]
+async fn the_wait_for_an_answer_starts_once_the_request_body_has_gone_up() {
+    let base = echo().await;
+    let client = client();
+    // Three parts, a while apart: the upload alone takes longer than the wait.
+    let parts = futures::stream::iter(["slow", " ", "upload"]).then(|part| async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok::<_, std::io::Error>(Bytes::from(part))
+    });
+    let request = http::Request::post(format!("{base}/"))
+        .body(Body::from_stream(parts))
+        .unwrap();
+    let response = send_waiting(&client, request, Duration::from_millis(600))
+        .await
+        .expect("an upload slower than the wait is not a slow upstream");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "chunked: slow upload");
+    // An upstream that never answers is given up on after the wait, with or without a
+    // body to send first.
+    let (silent, _held) = silent().await;
+    let err = send_waiting(
+        &client,
+        get(&format!("{silent}/")),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, UpstreamError::Timeout), "{err}");
+    let post = http::Request::post(format!("{silent}/"))
+        .body(Body::from("abc"))
+        .unwrap();
+    let err = send_waiting(&client, post, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Timeout), "{err}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_takes_none_of_a_body_fails_it_after_the_idle_timeout() {
+    let (silent, _held) = silent().await;
+    let client = UpstreamClient::new(Duration::from_secs(2), Duration::from_millis(300));
+    // Far more than the socket buffers hold, made as it is sent.
+    let endless = futures::stream::iter(0..4096)
+        .map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 64 * 1024])));
+    let request = http::Request::post(format!("{silent}/"))
+        .body(Body::from_stream(endless))
+        .unwrap();
+    let err = send_waiting(&client, request, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Timeout), "{err}");
+}
+
+fn early_413(path: &str) -> (Vec<u8>, After) {
+    let _ = path;
+    (
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo much".to_vec(),
+        After::KeepOpen,
+    )
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_has_gone_up_ends_the_upload_and_its_connection() {
+    let upstream = Scripted::start(early_413).await;
+    let client = client();
+    // A body whose end never comes: only the upstream's early answer ends this call.
+    let (_sender, parts) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
+    let first = futures::stream::iter([Ok(Bytes::from("the start"))]);
+    let request = http::Request::post(upstream.url("/upload"))
+        .body(Body::from_stream(first.chain(parts)))
+        .unwrap();
+    let response = send_waiting(&client, request, Duration::from_secs(60))
+        .await
+        .expect("the early answer");
+    assert_eq!(response.status(), 413);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "too much");
+    // That connection is left with half a request on it: never reused.
+    let (status, _) = fetch(&client, get(&upstream.url("/next"))).await;
+    assert_eq!(status, 413);
     assert_eq!(upstream.connections(), 2);
 }
