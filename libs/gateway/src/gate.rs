@@ -106,7 +106,7 @@ impl RouteCheck {
         let matched = RouteMatch {
             template,
             upstream,
-            path: path.encoded(),
+            path: path.into_encoded(),
             timeout,
         };
         Ok((request, matched))

@@ -45,51 +45,137 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-/// A normalised path: its decoded segments.
+/// A normalised path, kept as it is forwarded: `/` or `/a/b`, every segment non-empty,
+/// neither `.` nor `..`, and percent-encoded again ([`SEGMENT`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalPath {
-    segments: Vec<String>,
+    encoded: String,
+}
+
+/// Whether `segment` is forwarded as it is: nothing in it is decoded or encoded again.
+/// Route template segments must be (their comparison with a path's encoded segments is
+/// then the comparison of the decoded ones).
+pub fn is_plain(segment: &str) -> bool {
+    segment.bytes().all(is_plain_byte)
 }
 
 impl NormalPath {
-    /// The decoded segments.
-    pub fn segments(&self) -> &[String] {
-        &self.segments
+    /// The segments, percent-encoded as forwarded. A segment equals a [plain](is_plain)
+    /// string exactly when its decoded text does.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        Segments {
+            rest: self.encoded.get(1..).unwrap_or_default(),
+        }
     }
 
     /// `/a/b` with every segment percent-encoded again: what is forwarded upstream.
-    pub fn encoded(&self) -> String {
-        if self.segments.is_empty() {
-            return "/".to_owned();
-        }
-        let mut out = String::with_capacity(self.segments.iter().map(|s| s.len() + 1).sum());
-        for segment in &self.segments {
-            out.push('/');
-            out.extend(utf8_percent_encode(segment, SEGMENT));
-        }
-        out
+    pub fn encoded(&self) -> &str {
+        &self.encoded
     }
 
-    /// Replaces a leading run of segments (route aliases).
+    /// [`NormalPath::encoded`], taken.
+    pub fn into_encoded(self) -> String {
+        self.encoded
+    }
+
+    /// Replaces a leading run of segments (route aliases; `from` and `to` are
+    /// [plain](is_plain) segments).
     pub fn replace_prefix(&self, from: &[&str], to: &[&str]) -> Option<Self> {
-        let matches = self.segments.len() >= from.len()
-            && self.segments.iter().zip(from).all(|(a, b)| a == b);
-        matches.then(|| Self {
-            segments: to
-                .iter()
-                .map(|s| (*s).to_owned())
-                .chain(self.segments[from.len()..].iter().cloned())
-                .collect(),
-        })
+        let mut segments = self.segments();
+        if !from.iter().all(|f| segments.next() == Some(*f)) {
+            return None;
+        }
+        let mut encoded = String::with_capacity(self.encoded.len() + 16);
+        for segment in to.iter().copied().chain(segments) {
+            encoded.push('/');
+            encoded.push_str(segment);
+        }
+        if encoded.is_empty() {
+            encoded.push('/');
+        }
+        Some(Self { encoded })
     }
 }
 
 /// Normalises the raw (still percent-encoded) path of a request URI.
 pub fn normalize(raw: &str) -> Result<NormalPath, PathError> {
+    // Most paths are already normal: plain segments, none empty, `.` or `..`. They are
+    // forwarded as they came.
+    let mut previous = 0;
+    let plain = raw.starts_with('/')
+        && raw.bytes().all(|b| {
+            // After a `/`: neither an empty segment nor one starting with a dot.
+            let fine = if previous == b'/' {
+                b != b'/' && b != b'.' && is_plain_byte(b)
+            } else {
+                b == b'/' || is_plain_byte(b)
+            };
+            previous = b;
+            fine
+        })
+        && (raw.len() == 1 || previous != b'/');
+    if plain {
+        return Ok(NormalPath {
+            encoded: raw.to_owned(),
+        });
+    }
+    normalize_segments(raw)
+}
+
+/// The bytes of [plain](is_plain) segments, by value.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,;=:@";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+fn is_plain_byte(b: u8) -> bool {
+    PLAIN[usize::from(b)]
+}
+
+/// A [`NormalPath`]'s segments.
+#[derive(Debug, Clone)]
+struct Segments<'a> {
+    /// What follows the `/` before the next segment.
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        // `/` is ASCII: both slices fall on character boundaries.
+        let (segment, rest) = match self.rest.bytes().position(|b| b == b'/') {
+            Some(at) => (&self.rest[..at], &self.rest[at + 1..]),
+            None => (self.rest, ""),
+        };
+        self.rest = rest;
+        Some(segment)
+    }
+}
+
+/// [`normalize`] segment by segment: decoded, checked, re-encoded.
+fn normalize_segments(raw: &str) -> Result<NormalPath, PathError> {
     if raw.contains('\\') {
         return Err(PathError::Ambiguous);
     }
-    let mut segments: Vec<String> = Vec::new();
+    // Where each kept segment starts in `encoded`, for `..` to drop the last one.
+    let mut starts: Vec<usize> = Vec::new();
+    let mut encoded = String::with_capacity(raw.len());
     for raw_segment in raw.split('/') {
         // Most segments hold no escape at all: nothing to decode.
         let decoded = if raw_segment.contains('%') {
@@ -114,15 +200,21 @@ pub fn normalize(raw: &str) -> Result<NormalPath, PathError> {
         }
         match decoded.as_ref() {
             "" | "." => {}
-            ".." => {
-                if segments.pop().is_none() {
-                    return Err(PathError::Escapes);
-                }
+            ".." => match starts.pop() {
+                Some(start) => encoded.truncate(start),
+                None => return Err(PathError::Escapes),
+            },
+            other => {
+                starts.push(encoded.len());
+                encoded.push('/');
+                encoded.extend(utf8_percent_encode(other, SEGMENT));
             }
-            other => segments.push(other.to_owned()),
         }
     }
-    Ok(NormalPath { segments })
+    if encoded.is_empty() {
+        encoded.push('/');
+    }
+    Ok(NormalPath { encoded })
 }
 
 #[cfg(test)]
@@ -132,7 +224,7 @@ mod tests {
     fn ok(raw: &str) -> String {
         normalize(raw)
             .unwrap_or_else(|e| panic!("{raw:?}: {e:?}"))
-            .encoded()
+            .into_encoded()
     }
 
     #[test]
@@ -173,12 +265,61 @@ mod tests {
     }
 
     #[test]
+    fn paths_forwarded_as_they_came_are_exactly_those_normalised_so() {
+        // Every path up to 7 characters over an alphabet of the pieces that matter: the
+        // shortcut for already normal paths never decides otherwise than the segments.
+        const ALPHABET: &[u8] = b"/.a%2ef~";
+        let mut raw = vec![b'/'];
+        let mut shortcut = 0;
+        let mut checked = 0;
+        fn each(raw: &mut Vec<u8>, left: usize, visit: &mut dyn FnMut(&str)) {
+            visit(std::str::from_utf8(raw).unwrap());
+            if left == 0 {
+                return;
+            }
+            for b in ALPHABET {
+                raw.push(*b);
+                each(raw, left - 1, visit);
+                raw.pop();
+            }
+        }
+        each(&mut raw, 6, &mut |raw| {
+            let fast = normalize(raw);
+            assert_eq!(fast, normalize_segments(raw), "{raw:?}");
+            if fast.as_ref().is_ok_and(|p| p.encoded() == raw) {
+                shortcut += 1;
+            }
+            checked += 1;
+        });
+        assert!(
+            checked > 200_000 && shortcut > 1_000,
+            "{checked} {shortcut}"
+        );
+    }
+
+    #[test]
+    fn segments_are_those_forwarded() {
+        let path = normalize("/api/v1/services/caf%C3%A9/%7e").unwrap();
+        assert_eq!(
+            path.segments().collect::<Vec<_>>(),
+            ["api", "v1", "services", "caf%C3%A9", "~"]
+        );
+        assert_eq!(normalize("/").unwrap().segments().count(), 0);
+        assert!(is_plain("services") && is_plain("v1") && !is_plain("caf%C3%A9"));
+    }
+
+    #[test]
     fn aliases_replace_a_leading_run_of_segments() {
         let p = normalize("/services/featured").unwrap();
         let aliased = p
             .replace_prefix(&["services"], &["api", "v1", "services"])
             .unwrap();
         assert_eq!(aliased.encoded(), "/api/v1/services/featured");
+        let whole = normalize("/services").unwrap();
+        assert_eq!(
+            whole.replace_prefix(&["services"], &[]).unwrap().encoded(),
+            "/"
+        );
         assert!(
             normalize("/servicesx")
                 .unwrap()

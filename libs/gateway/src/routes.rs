@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::path::NormalPath;
+use crate::path::{NormalPath, is_plain};
 
 /// One segment of a route template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +26,16 @@ pub struct Route {
 impl Route {
     /// A route from a template like `/api/v1/services/{id}`.
     pub fn new(template: &'static str, upstream: &'static str) -> Self {
-        let segments = template
+        let segments: Vec<Segment> = template
             .split('/')
             .filter(|s| !s.is_empty())
             .map(|s| {
                 if s.starts_with('{') {
                     Segment::Param
                 } else {
+                    // Compared with a path's encoded segments: equal exactly when the
+                    // decoded ones are, for a segment that needs no encoding.
+                    debug_assert!(is_plain(s), "route segment {s:?} needs encoding");
                     Segment::Static(s)
                 }
             })
@@ -63,15 +66,17 @@ impl Route {
         self.upstream
     }
 
-    fn matches(&self, path: &NormalPath) -> bool {
-        let segs = path.segments();
-        segs.len() == self.segments.len()
-            && segs.iter().zip(&self.segments).all(|(s, t)| match t {
+    fn matches(&self, segments: &[&str]) -> bool {
+        segments.len() == self.segments.len()
+            && segments.iter().zip(&self.segments).all(|(s, t)| match t {
                 Segment::Static(name) => s == name,
-                Segment::Param => !s.is_empty(),
+                Segment::Param => true,
             })
     }
 }
+
+/// The most segments a route template has.
+const MAX_SEGMENTS: usize = 16;
 
 /// The routes and methods a gateway lets through.
 #[derive(Debug, Clone)]
@@ -97,6 +102,7 @@ pub enum RouteDecision<'a> {
 impl RouteTable {
     /// A table of `routes`, each allowing `methods`.
     pub fn new(routes: Vec<Route>, methods: Vec<Method>) -> Self {
+        debug_assert!(routes.iter().all(|r| r.segments.len() <= MAX_SEGMENTS));
         Self { routes, methods }
     }
 
@@ -110,10 +116,21 @@ impl RouteTable {
                 .filter(|s| matches!(s, Segment::Static(_)))
                 .count()
         };
+        // Split once, on the stack: no route is longer than that.
+        let mut segments = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for segment in path.segments() {
+            let Some(slot) = segments.get_mut(count) else {
+                return RouteDecision::NotFound;
+            };
+            *slot = segment;
+            count += 1;
+        }
+        let segments = &segments[..count];
         let Some(route) = self
             .routes
             .iter()
-            .filter(|r| r.matches(path))
+            .filter(|r| r.matches(segments))
             .max_by_key(|r| specificity(r))
         else {
             return RouteDecision::NotFound;
@@ -175,7 +192,12 @@ pub struct Alias {
 impl Alias {
     /// An alias from one path prefix to another (`"/services"`, `"/api/v1/services"`).
     pub fn new(from: &'static str, to: &'static str) -> Self {
-        let split = |p: &'static str| p.split('/').filter(|s| !s.is_empty()).collect();
+        let split = |p: &'static str| {
+            p.split('/')
+                .filter(|s| !s.is_empty())
+                .inspect(|s| debug_assert!(is_plain(s), "alias segment {s:?} needs encoding"))
+                .collect()
+        };
         Self {
             from: split(from),
             to: split(to),
