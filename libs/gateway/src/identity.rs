@@ -12,13 +12,60 @@ use axum::{
 use http::{HeaderMap, HeaderValue, header};
 use ic_http::{ApiError, ErrorCode, Identity, headers::name};
 
-/// The future an [`IdentityProvider`] returns.
+/// The future of an [`IdentityProvider`] that has to wait (a key fetch, say).
 pub type IdentityFuture<'a> = Pin<Box<dyn Future<Output = Result<Identity, ApiError>> + Send + 'a>>;
+
+/// What an [`IdentityProvider`] says of a request.
+pub enum Identification<'a> {
+    /// Known at once, as the headers to forward (or the error to answer with).
+    Now(Result<IdentityHeaders, ApiError>),
+    /// Known once this completes.
+    Later(IdentityFuture<'a>),
+}
+
+/// The identity headers a gateway forwards.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// `X-User-ID`.
+    pub user_id: HeaderValue,
+    /// `X-User-Roles`, comma-separated.
+    pub roles: HeaderValue,
+    /// `X-User-Email`.
+    pub email: Option<HeaderValue>,
+}
+
+impl IdentityHeaders {
+    /// An identity's headers. A value that cannot be a header (a control character in a
+    /// claim, say) is refused: a gateway never forwards an identity it cannot spell.
+    pub fn of(identity: &Identity) -> Result<Self, ApiError> {
+        let value = |text: &str| {
+            HeaderValue::from_str(text).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "the identity cannot be forwarded as headers",
+                )
+            })
+        };
+        Ok(Self {
+            user_id: value(&identity.user_id)?,
+            roles: value(&identity.roles.join(","))?,
+            email: identity.email.as_deref().map(value).transpose()?,
+        })
+    }
+
+    fn write(self, headers: &mut HeaderMap) {
+        headers.insert(name::X_USER_ID, self.user_id);
+        headers.insert(name::X_USER_ROLES, self.roles);
+        if let Some(email) = self.email {
+            headers.insert(name::X_USER_EMAIL, email);
+        }
+    }
+}
 
 /// Identifies the caller of a request.
 pub trait IdentityProvider: std::fmt::Debug + Send + Sync + 'static {
     /// The caller, or the error to answer with (401 for a bad token).
-    fn identify<'a>(&'a self, headers: &'a HeaderMap) -> IdentityFuture<'a>;
+    fn identify<'a>(&'a self, headers: &'a HeaderMap) -> Identification<'a>;
 }
 
 /// The public gateway's default: everyone is `anonymous` with role `public`. A bearer
@@ -28,20 +75,18 @@ pub trait IdentityProvider: std::fmt::Debug + Send + Sync + 'static {
 pub struct Anonymous;
 
 impl IdentityProvider for Anonymous {
-    fn identify<'a>(&'a self, headers: &'a HeaderMap) -> IdentityFuture<'a> {
-        Box::pin(async move {
-            if headers.contains_key(header::AUTHORIZATION) {
-                return Err(ApiError::new(
-                    ErrorCode::Unauthorized,
-                    "this gateway cannot verify bearer tokens; send the request without one",
-                ));
-            }
-            Ok(Identity {
-                user_id: "anonymous".to_owned(),
-                roles: vec!["public".to_owned()],
-                email: None,
-            })
-        })
+    fn identify<'a>(&'a self, headers: &'a HeaderMap) -> Identification<'a> {
+        if headers.contains_key(header::AUTHORIZATION) {
+            return Identification::Now(Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "this gateway cannot verify bearer tokens; send the request without one",
+            )));
+        }
+        Identification::Now(Ok(IdentityHeaders {
+            user_id: HeaderValue::from_static("anonymous"),
+            roles: HeaderValue::from_static("public"),
+            email: None,
+        }))
     }
 }
 
@@ -81,21 +126,11 @@ pub async fn attach_identity(
     request: &mut Request,
 ) -> Result<(), ApiError> {
     strip_identity_headers(request.headers_mut());
-    let identity = provider.identify(request.headers()).await?;
-    let headers = request.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&identity.user_id) {
-        headers.insert(name::X_USER_ID, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&identity.roles.join(",")) {
-        headers.insert(name::X_USER_ROLES, v);
-    }
-    if let Some(v) = identity
-        .email
-        .as_deref()
-        .and_then(|e| HeaderValue::from_str(e).ok())
-    {
-        headers.insert(name::X_USER_EMAIL, v);
-    }
+    let identified = match provider.identify(request.headers()) {
+        Identification::Now(headers) => headers?,
+        Identification::Later(identity) => IdentityHeaders::of(&identity.await?)?,
+    };
+    identified.write(request.headers_mut());
     Ok(())
 }
 
@@ -141,5 +176,47 @@ mod tests {
         )
         .await;
         assert_eq!(refused.status(), 401);
+    }
+
+    /// A provider that has to wait, as a token verifier does.
+    #[derive(Debug)]
+    struct Later(Identity);
+
+    impl IdentityProvider for Later {
+        fn identify<'a>(&'a self, _: &'a HeaderMap) -> Identification<'a> {
+            Identification::Later(Box::pin(async move {
+                tokio::task::yield_now().await;
+                Ok(self.0.clone())
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_identity_known_later_is_forwarded_whole_and_one_unspellable_is_refused() {
+        let provider = Later(Identity {
+            user_id: "u-1".to_owned(),
+            roles: vec!["admin".to_owned(), "editor".to_owned()],
+            email: Some("a@b.c".to_owned()),
+        });
+        let mut request = http::Request::get("/")
+            .header(X_USER_EMAIL, "forged@x.y")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        attach_identity(&provider, &mut request).await.unwrap();
+        let h = request.headers();
+        assert_eq!(h[X_USER_ID], "u-1");
+        assert_eq!(h[X_USER_ROLES], "admin,editor");
+        assert_eq!(h[X_USER_EMAIL], "a@b.c", "the client's forged one replaced");
+        let broken = Later(Identity {
+            user_id: "u-1\n".to_owned(),
+            roles: Vec::new(),
+            email: None,
+        });
+        let mut request = http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let err = attach_identity(&broken, &mut request).await.unwrap_err();
+        assert_eq!(err.into_response().status(), 401);
+        assert!(request.headers().get(X_USER_ID).is_none());
     }
 }
