@@ -399,6 +399,23 @@ pub fn gateway() -> anyhow::Result<()> {
         by("public-gateway") / by("nginx"),
         by("public-gateway") / by("haproxy")
     );
+    // The same ratio within each round: how far the machine's swings move it.
+    let rounds = |n: &str| {
+        targets
+            .iter()
+            .find(|t| t.name == n)
+            .map(|t| t.throughput.iter().map(|f| f.rps).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let by_round: Vec<String> = rounds("public-gateway")
+        .iter()
+        .zip(rounds("nginx"))
+        .map(|(gateway, nginx)| format!("{:.2}x", gateway / nginx))
+        .collect();
+    println!(
+        "  public-gateway / nginx within each round: {}",
+        by_round.join(", ")
+    );
     println!(
         "  proxy floor / nginx: {:.2}x   public-gateway / proxy floor: {:.2}x   (proxy floor: the kit's server and upstream client, no pipeline, same headers; examples/bare_proxy.rs)",
         by("proxy floor") / by("nginx"),
