@@ -16,7 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use ic_config::Env;
-use public_gateway::{Gateway, app, config::Config};
+use public_gateway::{Gateway, MAX_BODY_BYTES, app, config::Config};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -600,6 +600,45 @@ async fn served(
         .unwrap();
     let token = app.shutdown_token();
     (port, token, tokio::spawn(app.run_until_stopped()))
+}
+
+/// Over TCP, where the server frames the body by its `Content-Length` and reads it in
+/// pieces: a client naming `Content-Length` in `Connection` does not hide the body's size
+/// from the route check.
+#[tokio::test]
+async fn a_client_listing_content_length_in_connection_cannot_slip_an_oversize_body_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Recorder::start().await;
+    let (port, token, server) = served(&upstream).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let oversize = MAX_BODY_BYTES + 4 * 1024;
+    let mut request = format!(
+        "GET /api/v1/services HTTP/1.1\r\nhost: gw\r\ncontent-length: {oversize}\r\nconnection: content-length\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend(std::iter::repeat_n(b'x', oversize));
+    // The gateway may answer and close before taking it all.
+    let _ = stream.write_all(&request).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    // A request after it, answered: the upstream would have seen the first before (it had
+    // its head before the 413 was answered).
+    let next = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/services/featured"))
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200);
+    let seen: Vec<String> = upstream.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(
+        seen,
+        ["/api/v1/services/featured"],
+        "the upstream saw only the second"
+    );
+    token.cancel();
+    server.await.unwrap().unwrap();
 }
 
 /// The gateway's headers replace an upstream's of the same names, on the wire as

@@ -13,7 +13,7 @@ use axum::{extract::Request, response::Response};
 use http::{HeaderName, HeaderValue};
 use ic_gateway::{
     serve::{Pipeline, serve},
-    upstream::{Target, UpstreamClient},
+    upstream::{Deadlines, Target, UpstreamClient},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,8 @@ struct Bare {
     /// The headers, their names parsed once (as the gateway's are).
     request_headers: Vec<(HeaderName, HeaderValue)>,
     response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The gateway's defaults.
+    deadlines: Deadlines,
 }
 
 fn parsed(headers: &[(&'static str, &'static str)]) -> Vec<(HeaderName, HeaderValue)> {
@@ -85,7 +87,7 @@ impl Pipeline for Bare {
         }
         let mut response = self
             .client
-            .send_to(&self.upstream, request, Duration::from_secs(30))
+            .send_to(&self.upstream, request, self.deadlines)
             .await
             .expect("the benchmark's upstream answers");
         for (name, value) in &self.response_headers {
@@ -112,6 +114,10 @@ async fn main() {
         upstream,
         request_headers: parsed(&REQUEST_HEADERS),
         response_headers: parsed(&RESPONSE_HEADERS),
+        deadlines: Deadlines {
+            upload: Duration::from_secs(30),
+            answer: Duration::from_secs(30),
+        },
     });
     serve(listener, bare, CancellationToken::new())
         .await

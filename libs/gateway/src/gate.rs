@@ -10,6 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, header};
+use http_body::Body as _;
 use ic_http::{ApiError, ErrorCode};
 use ic_telemetry::RouteLabel;
 
@@ -89,12 +90,19 @@ impl RouteCheck {
             }
             _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route").into_response()),
         };
+        // The body's own size as its framing tells it (the server's, whatever the headers
+        // say now), or a `Content-Length` header for a body built in-process.
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.max_body_bytes as u64) {
+        let least = request
+            .body()
+            .size_hint()
+            .lower()
+            .max(declared.unwrap_or(0));
+        if least > self.max_body_bytes as u64 {
             return Err(
                 ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
                     .into_response(),

@@ -120,11 +120,15 @@ where
 }
 
 /// The [`identify`] stage without its `next`: the caller's identity headers set on
-/// `request` (any the client sent dropped), or the provider's error.
+/// `request` (any the client sent dropped, and the hop-by-hop ones), or the provider's
+/// error.
 pub async fn attach_identity(
     provider: &dyn IdentityProvider,
     request: &mut Request,
 ) -> Result<(), ApiError> {
+    // Hop-by-hop first: a name the client lists in `Connection` must not remove the
+    // identity headers set here when the proxy strips them.
+    crate::proxy::strip_hop_by_hop(request.headers_mut());
     strip_identity_headers(request.headers_mut());
     let identified = match provider.identify(request.headers()) {
         Identification::Now(headers) => headers?,
@@ -207,6 +211,16 @@ mod tests {
         assert_eq!(h[X_USER_ID], "u-1");
         assert_eq!(h[X_USER_ROLES], "admin,editor");
         assert_eq!(h[X_USER_EMAIL], "a@b.c", "the client's forged one replaced");
+        // A client naming the identity headers in `Connection` cannot have the proxy strip
+        // them afterwards.
+        let mut request = http::Request::get("/")
+            .header(header::CONNECTION, "x-user-id, x-user-roles")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        attach_identity(&provider, &mut request).await.unwrap();
+        crate::proxy::strip_hop_by_hop(request.headers_mut());
+        assert_eq!(request.headers()[X_USER_ID], "u-1");
+        assert_eq!(request.headers()[X_USER_ROLES], "admin,editor");
         let broken = Later(Identity {
             user_id: "u-1\n".to_owned(),
             roles: Vec::new(),

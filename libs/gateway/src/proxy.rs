@@ -18,7 +18,7 @@ use ic_http::{ApiError, ErrorCode, RequestContext, Secret, headers::name};
 
 use crate::{
     client_ip,
-    upstream::{Target, UpstreamClient, UpstreamError},
+    upstream::{Deadlines, Target, UpstreamClient, UpstreamError},
 };
 
 /// How upstreams are addressed.
@@ -165,9 +165,9 @@ pub struct ProxyConfig {
     pub app_api_token: Option<Secret>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Time allowed for the upstream's response headers once the request has been sent,
-    /// its body included (an upload is timed by its progress instead: nothing taken for
-    /// 60 s fails it).
+    /// Time allowed for a request body to go up, and then for the upstream's response
+    /// headers (each; a route may have its own). Nothing sent or taken for 60 s fails
+    /// either sooner.
     pub response_timeout: Duration,
 }
 
@@ -218,8 +218,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
+        // Framing and `Host` are the connection's own business, read by the server before
+        // any of this: a client listing them must not hide them from the route check.
         .filter(|token| {
-            !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+            !["keep-alive", "close", "content-length", "host"]
+                .iter()
+                .any(|kept| token.eq_ignore_ascii_case(kept))
         })
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
@@ -365,8 +369,16 @@ impl Proxy {
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         let upstream_request = http::Request::from_parts(parts, body);
-        let wait = timeout.unwrap_or(self.config.response_timeout);
-        match self.client.send_to(target, upstream_request, wait).await {
+        let limit = timeout.unwrap_or(self.config.response_timeout);
+        let deadlines = Deadlines {
+            upload: limit,
+            answer: limit,
+        };
+        match self
+            .client
+            .send_to(target, upstream_request, deadlines)
+            .await
+        {
             Err(UpstreamError::RequestBody(err)) => {
                 if caused_by::<LengthLimitError>(&err) {
                     // A chunked body that outgrew the limit while being streamed up.
@@ -380,11 +392,14 @@ impl Proxy {
                     .into_response()
                 }
             }
-            Err(UpstreamError::ConnectTimeout | UpstreamError::Timeout) => ApiError::new(
-                ErrorCode::GatewayTimeout,
-                "the upstream did not answer in time",
-            )
-            .into_response(),
+            Err(err @ (UpstreamError::ConnectTimeout | UpstreamError::Timeout)) => {
+                tracing::warn!(upstream = app_id, error = %err, "upstream request timed out");
+                ApiError::new(
+                    ErrorCode::GatewayTimeout,
+                    "the upstream did not answer in time",
+                )
+                .into_response()
+            }
             Err(err) => {
                 tracing::warn!(upstream = app_id, error = %err, "upstream request failed");
                 ApiError::new(ErrorCode::BadGateway, "the upstream is unavailable").into_response()

@@ -102,7 +102,11 @@ pub enum RouteDecision<'a> {
 impl RouteTable {
     /// A table of `routes`, each allowing `methods`.
     pub fn new(routes: Vec<Route>, methods: Vec<Method>) -> Self {
-        debug_assert!(routes.iter().all(|r| r.segments.len() <= MAX_SEGMENTS));
+        // Checked once, at startup: a longer route could never match.
+        assert!(
+            routes.iter().all(|r| r.segments.len() <= MAX_SEGMENTS),
+            "a route has more than {MAX_SEGMENTS} segments"
+        );
         Self { routes, methods }
     }
 

@@ -13,9 +13,9 @@
 //! such a connection is not reused. A reused connection that turns out closed before any
 //! response byte is retried once on a fresh one when the request had no body. A body the
 //! upstream stops sending for the client's idle timeout fails (its connection is dropped).
-//! A request body goes up while the answer is watched for: an upload is timed by its
-//! progress (the idle timeout), the wait for the answer starts once it has gone up, and
-//! an answer that comes first ends it.
+//! A request body goes up while the answer is watched for, within its own deadline and
+//! failing sooner without progress (the idle timeout); the wait for the answer starts
+//! once it has gone up, and an answer that comes first ends it.
 
 use std::{
     collections::HashMap,
@@ -73,6 +73,16 @@ pub enum UpstreamError {
     /// The client's request body failed while it was streamed up (too large, cut off).
     #[error("request body: {0}")]
     RequestBody(#[source] axum::Error),
+}
+
+/// How long one exchange with an upstream may take, besides the idle timeout (nothing
+/// sent or taken for that long fails it at any stage).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// For the request body to go up, whole.
+    pub upload: Duration,
+    /// For the answer's head, once the request has been sent.
+    pub answer: Duration,
 }
 
 /// The pooled client. Cheap to clone.
@@ -158,29 +168,32 @@ impl UpstreamClient {
     }
 
     /// Sends `request` (absolute `http://` URI) and returns the response once its head has
-    /// arrived (waiting for it up to the idle timeout); the body streams from the
-    /// connection as it is read.
+    /// arrived (the upload and the wait for the answer each allowed the idle timeout); the
+    /// body streams from the connection as it is read.
     pub async fn send(
         &self,
         request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let target = self.target(request.uri())?;
-        self.send_to(&target, request, self.inner.idle_timeout)
-            .await
+        let idle = self.inner.idle_timeout;
+        let deadlines = Deadlines {
+            upload: idle,
+            answer: idle,
+        };
+        self.send_to(&target, request, deadlines).await
     }
 
     /// [`UpstreamClient::send`] to a [`Target`] resolved beforehand; of the request's URI
-    /// only the path and query are used. `wait`: how long the response head may take once
-    /// the request has been sent, its body included. While a body goes up, only a lack of
-    /// progress fails it (nothing taken by the upstream for the idle timeout): a slow
-    /// upload is not a slow upstream. An answer that comes before the body has all gone
-    /// up (an early `413`, say) ends the upload and is returned; that connection is not
-    /// reused.
+    /// only the path and query are used. The wait for the answer starts once the request
+    /// has been sent, its body included: a slow upload is not a slow upstream. A body gets
+    /// its own deadline, and fails sooner when the upstream takes nothing of it for the
+    /// idle timeout. An answer that comes before the body has all gone up (an early
+    /// `413`, say) ends the upload and is returned; that connection is not reused.
     pub async fn send_to(
         &self,
         target: &Target,
         request: Request<Body>,
-        wait: Duration,
+        deadlines: Deadlines,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = request.into_parts();
         let Target {
@@ -221,7 +234,7 @@ impl UpstreamClient {
                 &head,
                 if has_body { body.take() } else { None },
                 head_request,
-                wait,
+                deadlines,
                 self.inner.idle_timeout,
             )
             .await?;
@@ -353,45 +366,50 @@ struct Exchanged {
     write_error: Option<io::Error>,
 }
 
-/// Sends the request and reads the answer's head, which may take `wait` once the request
-/// has been sent. A body goes up with its writes failing after `idle` without progress,
-/// while the answer is watched for: one that comes first ends the upload.
+/// Sends the request and reads the answer's head, which may take `deadlines.answer` once
+/// the request has been sent. A body goes up within `deadlines.upload`, its writes failing
+/// after `idle` without progress, while the answer is watched for: one that comes first
+/// ends the upload.
 async fn exchange(
     stream: &mut TcpStream,
     head: &[u8],
     body: Option<Body>,
     head_request: bool,
-    wait: Duration,
+    deadlines: Deadlines,
     idle: Duration,
 ) -> Result<Exchanged, UpstreamError> {
-    async fn waited<F: Future<Output = Result<Head, ReadError>>>(
-        wait: Duration,
-        read: F,
-    ) -> Result<Result<Head, ReadError>, UpstreamError> {
-        tokio::time::timeout(wait, read)
+    async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Result<T, UpstreamError> {
+        tokio::time::timeout(limit, work)
             .await
             .map_err(|_| UpstreamError::Timeout)
     }
     let Some(body) = body else {
-        let written = stream.write_all(head).await;
-        return Ok(Exchanged {
-            // Even when writing failed: the upstream may have answered and closed.
-            head: waited(wait, read_head(stream, head_request)).await?,
-            finished: written.is_ok(),
-            write_error: written.err(),
-        });
+        // A head alone goes at once: written and answered within the wait.
+        return within(deadlines.answer, async {
+            let written = stream.write_all(head).await;
+            Exchanged {
+                // Even when writing failed: the upstream may have answered and closed.
+                head: read_head(stream, head_request).await,
+                finished: written.is_ok(),
+                write_error: written.err(),
+            }
+        })
+        .await;
     };
     let (mut reader, writer) = stream.split();
     let mut writer = Idle::new(writer, idle);
     let read = read_head(&mut reader, head_request);
-    let write = write_request(&mut writer, head, Some(body));
+    let write = within(
+        deadlines.upload,
+        write_request(&mut writer, head, Some(body)),
+    );
     tokio::pin!(read, write);
     tokio::select! {
         // Answered before the body has all gone up (an early 413, say): the upload ends.
         head = &mut read => Ok(Exchanged { head, finished: false, write_error: None }),
-        written = &mut write => match written {
+        written = &mut write => match written? {
             Ok(()) => Ok(Exchanged {
-                head: waited(wait, read).await?,
+                head: within(deadlines.answer, read).await?,
                 finished: true,
                 write_error: None,
             }),
@@ -401,7 +419,7 @@ async fn exchange(
             }
             // The upstream may have answered and closed: its answer is still worth reading.
             Err(WriteError::Io(err)) => Ok(Exchanged {
-                head: waited(wait, read).await?,
+                head: within(deadlines.answer, read).await?,
                 finished: false,
                 write_error: Some(err),
             }),

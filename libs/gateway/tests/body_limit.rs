@@ -115,3 +115,53 @@ async fn a_declared_oversize_body_never_reaches_the_upstream() {
     assert_eq!(status, 413);
     assert!(sizes.lock().unwrap().is_empty());
 }
+
+/// A body that knows its length and comes in 16 KiB frames, as one the server frames by
+/// its `Content-Length` does.
+struct Framed {
+    left: usize,
+}
+
+impl http_body::Body for Framed {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(16 * 1024);
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![b'x'; n])))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left as u64)
+    }
+}
+
+#[tokio::test]
+async fn a_body_longer_than_the_limit_is_refused_by_its_own_size_whatever_the_headers() {
+    let (base, sizes) = upstream().await;
+    // No Content-Length header (a client's `Connection` may have named it away), yet the
+    // body's own framing says how long it is. Were it let through, the upstream would be
+    // told the limit as its length and get that much whole before the rest failed.
+    let request = post(Body::new(Framed {
+        left: LIMIT + 16 * 1024,
+    }));
+    assert!(request.headers().get("content-length").is_none());
+    let (status, _) = send(&base, request).await;
+    assert_eq!(status, 413);
+    // A request after it, answered: what the upstream took of the first would be logged
+    // before (it had it all before the 413 was answered).
+    let (status, _) = send(&base, post(Body::from("ok"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        *sizes.lock().unwrap(),
+        [2],
+        "the upstream took nothing of the first"
+    );
+}

@@ -15,7 +15,7 @@ use axum::{Router, body::Body, extract::Request, response::IntoResponse};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
-use ic_gateway::upstream::{UpstreamClient, UpstreamError};
+use ic_gateway::upstream::{Deadlines, UpstreamClient, UpstreamError};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -468,55 +468,69 @@ async fn silent() -> (String, tokio::task::JoinHandle<()>) {
     (format!("http://{addr}"), held)
 }
 
-/// `client.send_to` with this wait, failing the test instead of hanging.
-async fn send_waiting(
+/// `client.send_to` with these deadlines, failing the test instead of hanging.
+async fn send_within(
     client: &UpstreamClient,
     request: Request,
-    wait: Duration,
+    upload: Duration,
+    answer: Duration,
 ) -> Result<http::Response<ic_gateway::upstream::UpstreamBody>, UpstreamError> {
     let target = client.target(request.uri()).unwrap();
+    let deadlines = Deadlines { upload, answer };
     tokio::time::timeout(
-        Duration::from_secs(20),
-        client.send_to(&target, request, wait),
+        Duration::from_secs(30),
+        client.send_to(&target, request, deadlines),
     )
     .await
     .expect("the client gave up by itself")
 }
 
+/// A body of three parts, each sent `apart` after the one before (a slow client).
+fn slow_body(apart: Duration) -> Body {
+    Body::from_stream(
+        futures::stream::iter(["slow", " ", "upload"]).then(move |part| async move {
+            tokio::time::sleep(apart).await;
+            Ok::<_, std::io::Error>(Bytes::from(part))
+        }),
+    )
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
 #[tokio::test]
 async fn the_wait_for_an_answer_starts_once_the_request_body_has_gone_up() {
     let base = echo().await;
     let client = client();
-    // Three parts, a while apart: the upload alone takes longer than the wait.
-    let parts = futures::stream::iter(["slow", " ", "upload"]).then(|part| async move {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        Ok::<_, std::io::Error>(Bytes::from(part))
-    });
+    // The upload alone takes 3 s, longer than the 2 s allowed for the answer (which the
+    // echo gives at once).
     let request = http::Request::post(format!("{base}/"))
-        .body(Body::from_stream(parts))
+        .body(slow_body(Duration::from_secs(1)))
         .unwrap();
-    let response = send_waiting(&client, request, Duration::from_millis(600))
+    let response = send_within(&client, request, LONG, Duration::from_secs(2))
         .await
         .expect("an upload slower than the wait is not a slow upstream");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "chunked: slow upload");
+    // Its own deadline still bounds an upload.
+    let request = http::Request::post(format!("{base}/"))
+        .body(slow_body(Duration::from_secs(1)))
+        .unwrap();
+    let err = send_within(&client, request, Duration::from_millis(300), LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Timeout), "{err}");
     // An upstream that never answers is given up on after the wait, with or without a
     // body to send first.
     let (silent, _held) = silent().await;
-    let err = send_waiting(
-        &client,
-        get(&format!("{silent}/")),
-        Duration::from_millis(200),
-    )
-    .await
-    .unwrap_err();
+    let wait = Duration::from_millis(200);
+    let err = send_within(&client, get(&format!("{silent}/")), LONG, wait)
+        .await
+        .unwrap_err();
     assert!(matches!(err, UpstreamError::Timeout), "{err}");
     let post = http::Request::post(format!("{silent}/"))
         .body(Body::from("abc"))
         .unwrap();
-    let err = send_waiting(&client, post, Duration::from_millis(200))
-        .await
-        .unwrap_err();
+    let err = send_within(&client, post, LONG, wait).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Timeout), "{err}");
 }
 
@@ -530,9 +544,7 @@ async fn an_upstream_that_takes_none_of_a_body_fails_it_after_the_idle_timeout()
     let request = http::Request::post(format!("{silent}/"))
         .body(Body::from_stream(endless))
         .unwrap();
-    let err = send_waiting(&client, request, Duration::from_secs(60))
-        .await
-        .unwrap_err();
+    let err = send_within(&client, request, LONG, LONG).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Timeout), "{err}");
 }
 
@@ -554,7 +566,7 @@ async fn an_answer_before_the_body_has_gone_up_ends_the_upload_and_its_connectio
     let request = http::Request::post(upstream.url("/upload"))
         .body(Body::from_stream(first.chain(parts)))
         .unwrap();
-    let response = send_waiting(&client, request, Duration::from_secs(60))
+    let response = send_within(&client, request, LONG, LONG)
         .await
         .expect("the early answer");
     assert_eq!(response.status(), 413);
