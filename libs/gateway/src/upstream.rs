@@ -62,7 +62,9 @@ pub enum UpstreamError {
     ConnectTimeout,
     /// No answer within the wait after the request was sent, or a request body the
     /// upstream took nothing of for the idle timeout.
-    #[error("the upstream did not answer in time")]
+    #[error(
+        "out of time: the request body did not go up, or the answer's head did not come, within its deadline, or the upstream took nothing for the idle timeout"
+    )]
     Timeout,
     /// Refused, unreachable, reset.
     #[error("upstream connection failed: {0}")]
