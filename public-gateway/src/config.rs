@@ -32,8 +32,51 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `UPSTREAM_TIMEOUT_SECONDS` (default 30): until the upstream's response headers.
     pub response_timeout: Duration,
+    /// `MAX_CONNECTIONS`: client connections served at once (default: half the
+    /// open-files limit less 64, at most 10,000); more wait in the listen backlog.
+    pub max_connections: usize,
+    /// `UPSTREAM_MAX_CONNECTIONS`: connections in use at once per upstream (default: an
+    /// eighth of the open-files limit less 64, at most 512); a request past that waits up to the
+    /// connect timeout, then gets 503.
+    pub upstream_max_connections: usize,
     /// Logs, metrics and traces (`LOG_FORMAT`, `RUST_LOG`, `OTEL_*`).
     pub telemetry: TelemetryConfig,
+}
+
+/// `MAX_CONNECTIONS` and `UPSTREAM_MAX_CONNECTIONS`, by default sized from the open-files
+/// limit so that clients, the connections to two upstreams and the rest of the process
+/// (64 files and sockets) fit in it; set explicitly, they must fit in it too.
+fn connection_limits(vars: &Env, open_files: u64) -> Result<(usize, usize), ConfigError> {
+    const OWN_FILES: usize = 64;
+    let open_files = usize::try_from(open_files).unwrap_or(usize::MAX);
+    let spare = open_files.saturating_sub(OWN_FILES);
+    let clients: usize = vars.parse_or(
+        "MAX_CONNECTIONS",
+        "a number of connections",
+        (spare / 2).clamp(1, 10_000),
+    )?;
+    let upstream: usize = vars.parse_or(
+        "UPSTREAM_MAX_CONNECTIONS",
+        "a number of connections",
+        (spare / 8).clamp(1, 512),
+    )?;
+    let needed = clients
+        .saturating_add(upstream.saturating_mul(2))
+        .saturating_add(OWN_FILES);
+    if clients == 0 || upstream == 0 || needed > open_files {
+        return Err(ConfigError::invalid(
+            if vars.raw("MAX_CONNECTIONS").is_some() {
+                "MAX_CONNECTIONS"
+            } else {
+                "UPSTREAM_MAX_CONNECTIONS"
+            },
+            format!(
+                "connection limits that fit in the open-files limit ({open_files}): \
+                 MAX_CONNECTIONS + 2 × UPSTREAM_MAX_CONNECTIONS + 64, at least 1 each"
+            ),
+        ));
+    }
+    Ok((clients, upstream))
 }
 
 fn http_url(vars: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
@@ -118,6 +161,8 @@ impl Config {
                 "a redis:// or rediss:// URL",
             ));
         }
+        let (max_connections, upstream_max_connections) =
+            connection_limits(&vars, ic_config::open_files_limit())?;
         let app_api_token = vars.secret("APP_API_TOKEN");
         if environment == Environment::Production && app_api_token.is_none() {
             return Err(ConfigError::Unsafe(
@@ -148,6 +193,8 @@ impl Config {
                 "seconds",
                 30,
             )?),
+            max_connections,
+            upstream_max_connections,
             telemetry: vars.telemetry(crate::SERVICE_NAME, crate::VERSION, environment)?,
         })
     }
@@ -181,6 +228,29 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_fit_in_the_open_files_limit() {
+        // Defaults: half for clients, an eighth per upstream, capped.
+        assert_eq!(connection_limits(&env(&[]), 20_000), Ok((9968, 512)));
+        assert_eq!(connection_limits(&env(&[]), 40_000), Ok((10_000, 512)));
+        assert_eq!(connection_limits(&env(&[]), 4096), Ok((2016, 504)));
+        let (clients, upstream) = connection_limits(&env(&[]), 1024).unwrap();
+        assert_eq!((clients, upstream), (480, 120));
+        assert!(clients + 2 * upstream + 64 <= 1024);
+        // Set explicitly: taken when they fit, refused when they cannot.
+        let set = env(&[
+            ("MAX_CONNECTIONS", "100"),
+            ("UPSTREAM_MAX_CONNECTIONS", "8"),
+        ]);
+        assert_eq!(connection_limits(&set, 1024), Ok((100, 8)));
+        let too_many = env(&[("MAX_CONNECTIONS", "5000")]);
+        let err = connection_limits(&too_many, 1024).unwrap_err().to_string();
+        assert!(
+            err.contains("MAX_CONNECTIONS") && err.contains("1024"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn dapr_mode_and_malformed_values() {
         let c = Config::from_env(env(&[("DAPR_HTTP_PORT", "3500")])).unwrap();
         assert!(matches!(c.upstreams, Upstreams::Dapr { port: 3500 }));
@@ -198,6 +268,10 @@ mod tests {
                 .to_string();
             assert!(err.contains(name), "{name}={value}: {err}");
         }
+        let err = Config::from_env(env(&[("MAX_CONNECTIONS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MAX_CONNECTIONS"), "{err}");
         let err = Config::from_env(env(&[("ENVIRONMENT", "production")]))
             .unwrap_err()
             .to_string();

@@ -28,7 +28,7 @@ use ic_gateway::{
     rate_limit::{Decision, Gcra, Limiter, SharedGcra, rate_limit},
     routes::{Alias, RouteTable, public_content_routes, public_services_routes},
     security::SecurityHeaders,
-    serve::Pipeline,
+    serve::{Pipeline, Refusal, ServeOptions},
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
 use ic_http::{ApiError, app_token::OPEN_PATHS, context::in_request_context, guard_panics};
@@ -80,6 +80,7 @@ impl Gateway {
             app_api_token: config.app_api_token.clone(),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            max_connections_per_upstream: config.upstream_max_connections,
         });
         let methods = vec![http::Method::GET, http::Method::HEAD, http::Method::OPTIONS];
         let mut routes = public_services_routes();
@@ -259,7 +260,8 @@ impl Stages {
     /// is believed, not even `X-Forwarded-For`, yet its answer is like every other one:
     /// ids and trace context, log line and metrics, the rate limit (charged to the socket
     /// peer) and the security headers.
-    async fn refuse(&self, error: ApiError, peer: IpAddr) -> Response {
+    async fn refuse(&self, refusal: Refusal, peer: IpAddr) -> Response {
+        let error = ApiError::from(refusal);
         let gateway = &self.gateway;
         let key = rate_key(gateway.trusted.client_ip(peer, &[]));
         let mut response = in_request_context(SERVICE_NAME, Request::default(), |request| {
@@ -348,8 +350,8 @@ impl Pipeline for PublicGateway {
         self.0.handle(request, peer)
     }
 
-    fn refuse(&self, error: ApiError, peer: IpAddr) -> impl Future<Output = Response> + Send {
-        self.0.refuse(error, peer)
+    fn refuse(&self, refusal: Refusal, peer: IpAddr) -> impl Future<Output = Response> + Send {
+        self.0.refuse(refusal, peer)
     }
 }
 
@@ -392,6 +394,7 @@ pub struct App {
     listener: TcpListener,
     gateway: PublicGateway,
     token: CancellationToken,
+    options: ServeOptions,
 }
 
 impl App {
@@ -406,6 +409,10 @@ impl App {
             listener,
             gateway,
             token: CancellationToken::new(),
+            options: ServeOptions {
+                max_connections: config.max_connections,
+                ..ServeOptions::default()
+            },
         })
     }
 
@@ -423,7 +430,13 @@ impl App {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(port = self.port(), "public-gateway listening");
         tokio::spawn(ic_http::serve::shutdown_signal(self.token.clone()));
-        ic_gateway::serve::serve(self.listener, Arc::new(self.gateway), self.token).await
+        ic_gateway::serve::serve_with(
+            self.listener,
+            Arc::new(self.gateway),
+            self.token,
+            self.options,
+        )
+        .await
     }
 }
 

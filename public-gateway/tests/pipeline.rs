@@ -258,6 +258,28 @@ async fn unlisted_paths_are_404_write_methods_405_and_the_upstream_sees_nothing(
 }
 
 #[tokio::test]
+async fn a_get_or_head_with_a_body_is_refused_and_never_forwarded() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    for method in ["GET", "HEAD"] {
+        let with_body = http::Request::builder()
+            .method(method)
+            .uri("/api/v1/services")
+            .header("content-length", "2")
+            .body(Body::from("{}"))
+            .unwrap();
+        let res = call(&router, with_body).await;
+        assert_eq!(res.status, 400, "{method}");
+        if method == "GET" {
+            assert_eq!(res.body["error"]["code"], "VALIDATION_ERROR");
+        }
+    }
+    // Without one, as usual.
+    assert_eq!(call(&router, get("/api/v1/services")).await.status, 200);
+    assert_eq!(upstream.seen().len(), 1, "{:?}", upstream.seen());
+}
+
+#[tokio::test]
 async fn traversal_and_encoding_tricks_never_reach_a_route_outside_the_allowlist() {
     let upstream = Recorder::start().await;
     let router = gateway(&to_upstream(&upstream));

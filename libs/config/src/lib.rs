@@ -7,6 +7,25 @@ use std::{collections::HashMap, fmt::Display, str::FromStr};
 
 use ic_http::Secret;
 
+/// The process's open-files limit (the soft `RLIMIT_NOFILE`, read from
+/// `/proc/self/limits`; 1024, the usual default, where that cannot be read): what
+/// connection limits are sized from, so a server never runs out of file descriptors.
+pub fn open_files_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| parse_open_files(&limits))
+        .unwrap_or(1024)
+}
+
+fn parse_open_files(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
+    }
+}
+
 /// The deployment environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Environment {
@@ -278,6 +297,22 @@ pub async fn run_service<S: Service>(vars: Env) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_soft_open_files_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max processes             63704                63704                processes\n\
+                      Max open files            20000                524288               files\n";
+        assert_eq!(parse_open_files(limits), Some(20000));
+        assert_eq!(
+            parse_open_files(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_open_files("nothing here"), None);
+        assert!(open_files_limit() >= 16, "this process has some limit");
+    }
 
     #[test]
     fn errors_name_the_variable_and_the_expected_form() {

@@ -1,6 +1,6 @@
 //! The route check and the proxy handler, glued: normalise the path, apply aliases,
-//! check the allowlist (400 / 404 / 405 before any upstream call), limit the body, then
-//! forward to the route's upstream.
+//! check the allowlist (400 / 404 / 405 before any upstream call), limit the body (413;
+//! any body on GET or HEAD is 400), then forward to the route's upstream.
 
 use std::{sync::Arc, time::Duration};
 
@@ -106,6 +106,15 @@ impl RouteCheck {
             return Err(
                 ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
                     .into_response(),
+            );
+        }
+        // RFC 9110 §9.3.1/§9.3.2: a body on GET or HEAD has no meaning, and some servers
+        // behind a gateway read it as the next request: refused, never forwarded.
+        if matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+            && !request.body().is_end_stream()
+        {
+            return Err(
+                ApiError::validation("body", "a GET or HEAD request takes no body").into_response(),
             );
         }
         let (parts, body) = request.into_parts();

@@ -21,6 +21,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// Longest chunk-size or trailer line accepted.
 const MAX_CHUNK_LINE: usize = 8 * 1024;
+/// Bytes of chunk-size lines past the size itself (extensions, padding), and of trailer
+/// lines, accepted per body, each (hyper allows 16 KiB of each too). Without a cap, a
+/// peer could send megabytes of extensions around one byte of data per chunk, or trickle
+/// trailer lines, and hold the connection (and its upstream) for as long as it likes.
+pub(crate) const MAX_CHUNK_OVERHEAD: usize = 16 * 1024;
+/// A chunk-size line this long or shorter costs nothing of [`MAX_CHUNK_OVERHEAD`]: 16 hex
+/// digits are the largest size there is.
+const PLAIN_CHUNK_LINE: usize = 16;
 
 /// How a message body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +161,9 @@ pub(crate) struct Decoder {
     /// Bytes left of a `Content-Length` body.
     remaining: u64,
     chunk: Chunk,
+    /// Chunk-line bytes past the sizes, and trailer bytes, read so far.
+    extensions: usize,
+    trailers: usize,
 }
 
 impl Decoder {
@@ -168,6 +179,8 @@ impl Decoder {
                 _ => 0,
             },
             chunk: Chunk::Size,
+            extensions: 0,
+            trailers: 0,
         }
     }
 
@@ -272,7 +285,15 @@ impl Decoder {
                         if !line.contains(&b':') || line[0] == b' ' || line[0] == b'\t' {
                             return bad("malformed trailer line");
                         }
+                        self.trailers += line.len() + 2;
+                        if self.trailers > MAX_CHUNK_OVERHEAD {
+                            return bad("trailers too large");
+                        }
                         continue;
+                    }
+                    self.extensions += line.len().saturating_sub(PLAIN_CHUNK_LINE);
+                    if self.extensions > MAX_CHUNK_OVERHEAD {
+                        return bad("chunk extensions too large");
                     }
                     let digits = line.split(|b| *b == b';').next().unwrap_or_default();
                     let digits = std::str::from_utf8(digits)
@@ -619,6 +640,38 @@ mod tests {
         assert_eq!(decoded.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         let (decoded, _) = decode(Framing::UntilClose, b"12345".to_vec(), 1).await;
         assert_eq!(decoded.unwrap(), b"12345");
+    }
+
+    #[tokio::test]
+    async fn chunk_extensions_and_trailers_are_capped_per_body() {
+        // The flood a review sent: 20,000 chunks of one byte, each with ~8 KB of
+        // extensions. Refused once the allowance is spent, after a few chunks.
+        let extension = format!("1;e={}\r\nx\r\n", "a".repeat(7990));
+        let mut wire = Vec::new();
+        for _ in 0..20_000 {
+            wire.extend_from_slice(extension.as_bytes());
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        let (decoded, _) = decode(Framing::Chunked, wire, 3).await;
+        assert_eq!(
+            decoded.unwrap_err().to_string(),
+            "chunk extensions too large"
+        );
+
+        // Trailer lines past the allowance.
+        let mut wire = b"2\r\nok\r\n0\r\n".to_vec();
+        for i in 0..5 {
+            wire.extend_from_slice(format!("x-t{i}: {}\r\n", "b".repeat(4000)).as_bytes());
+        }
+        wire.extend_from_slice(b"\r\n");
+        let (decoded, _) = decode(Framing::Chunked, wire, 5).await;
+        assert_eq!(decoded.unwrap_err().to_string(), "trailers too large");
+
+        // Within it: a few short extensions, padded sizes and trailers are fine.
+        let wire =
+            b"0002;name=value\r\nok\r\n00000000000000001;a;b=\"c\"\r\n!\r\n0\r\nx-t: 1\r\n\r\n";
+        let (decoded, _) = decode(Framing::Chunked, wire.to_vec(), 9).await;
+        assert_eq!(decoded.unwrap(), b"ok!");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar, on
 //!   [`upstream`]'s pooled HTTP/1.1 client.
 //! - [`gate`]: the route check and the proxy handler glued together.
-//! - [`serve`]: HTTP/1.1 serving of a [`serve::Pipeline`] with graceful shutdown.
+//! - [`serve`]: HTTP/1.1 serving of a [`serve::Pipeline`] with graceful shutdown; its
+//!   refusals become the error envelope (`impl From<serve::Refusal> for ApiError`).
 //!
 //! Each concern is a stage: a plain function taking the request and the `next` stage, so
 //! a gateway composes them as ordinary async calls (no boxed layers). Each stage is built
@@ -26,6 +27,7 @@ pub mod identity;
 pub mod path;
 pub mod proxy;
 pub mod rate_limit;
+mod refusal;
 pub mod routes;
 pub mod security;
 pub mod serve;

@@ -169,6 +169,9 @@ pub struct ProxyConfig {
     /// headers (each; a route may have its own). Nothing sent or taken for 60 s fails
     /// either sooner.
     pub response_timeout: Duration,
+    /// Connections in use at once per upstream; a request past that waits up to the
+    /// connect timeout for one, then gets 503.
+    pub max_connections_per_upstream: usize,
 }
 
 /// The proxy: a pooled HTTP/1.1 client.
@@ -264,7 +267,11 @@ fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'sta
 impl Proxy {
     /// A proxy with a pooled client.
     pub fn new(config: ProxyConfig) -> Self {
-        let client = UpstreamClient::new(config.connect_timeout, Duration::from_secs(60));
+        let client = UpstreamClient::with_max_connections(
+            config.connect_timeout,
+            Duration::from_secs(60),
+            config.max_connections_per_upstream,
+        );
         let resolved = Arc::new(Resolved::new(&config.upstreams, &client));
         Self {
             client,
@@ -391,6 +398,17 @@ impl Proxy {
                     )
                     .into_response()
                 }
+            }
+            Err(UpstreamError::Busy) => {
+                tracing::warn!(
+                    upstream = app_id,
+                    "every connection to the upstream stayed in use for the connect timeout"
+                );
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the upstream is busy; try again shortly",
+                )
+                .into_response()
             }
             Err(err @ (UpstreamError::ConnectTimeout | UpstreamError::Timeout)) => {
                 tracing::warn!(upstream = app_id, error = %err, "upstream request timed out");

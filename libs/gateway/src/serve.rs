@@ -8,15 +8,22 @@
 //! gateway's own stages cost. Heads are parsed by `httparse`, as in hyper.
 //!
 //! What reaches the pipeline is unambiguous (RFC 9112, against request smuggling); the
-//! rest is answered 400 in the error envelope and the connection is closed:
-//! - the request target must be origin-form (`/path?query`);
-//! - HTTP/1.1 needs exactly one `Host`;
+//! rest is refused ([`Refusal`]: 400, or 417 for an `Expect` other than
+//! `100-continue`, 505 for an HTTP version other than 1.0 and 1.1), answered through
+//! [`Pipeline::refuse`], and the connection is closed:
+//! - the request target must be origin-form (`/path?query`) or absolute-form
+//!   (`http://authority/path?query`, whose authority then replaces `Host`, RFC 9112
+//!   §3.2.2);
+//! - HTTP/1.1 needs exactly one `Host`, and a `Host` must be a valid authority (a host
+//!   and an optional port, nothing else: RFC 9112 §3.2);
 //! - `Content-Length` must be one decimal number (a list of equal ones is one);
 //! - `Transfer-Encoding` must be exactly `chunked`, on HTTP/1.1, and never next to
 //!   `Content-Length`;
 //! - obs-fold, bare CRs, spaces before the colon and invalid bytes are refused by the
-//!   parser; so are a head over 64 KiB, more than 100 headers, and an `Expect` other
-//!   than `100-continue`.
+//!   parser; so are a head over 64 KiB and more than 100 headers.
+//!
+//! At most [`ServeOptions::max_connections`] connections are served at once: past that,
+//! new ones wait in the listen backlog until one closes.
 //!
 //! A request body is read only when the pipeline asks for it (`Expect: 100-continue`
 //! is answered then). A body left unread, or cut off, closes the connection after the
@@ -54,14 +61,13 @@ use axum::{
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use http_body::{Body as _, Frame, SizeHint};
-use ic_http::{ApiError, ErrorCode};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
         TcpListener, TcpStream,
         tcp::{ReadHalf, WriteHalf},
     },
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -77,17 +83,49 @@ pub trait Pipeline: Send + Sync + 'static {
 
     /// The answer to a request from `peer` that the server refused to read (malformed
     /// or ambiguous: nothing of it reaches [`Pipeline::handle`]); the connection closes
-    /// after it. By default the bare error envelope; a gateway adds what every answer
-    /// of its carries (ids, rate-limit and security headers).
-    fn refuse(&self, error: ApiError, peer: IpAddr) -> impl Future<Output = Response> + Send {
+    /// after it. By default the status and the reason as plain text; a gateway renders
+    /// its error envelope and adds what every answer of its carries (ids, rate-limit and
+    /// security headers).
+    fn refuse(&self, refusal: Refusal, peer: IpAddr) -> impl Future<Output = Response> + Send {
         let _ = peer;
-        std::future::ready(error.into_response())
+        std::future::ready((refusal.status, refusal.reason).into_response())
     }
 }
 
-/// Timeouts of [`serve_with`].
+/// Why the server refused to read a request: the status to answer and a reason for
+/// people (never anything the client sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400, 417 (an expectation other than `100-continue`) or 505 (an HTTP version
+    /// other than 1.0 and 1.1).
+    pub status: StatusCode,
+    /// What was wrong, e.g. "invalid Host".
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    /// A malformed or ambiguous request: 400.
+    pub const fn bad_request(reason: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.status.as_u16())
+    }
+}
+
+/// Timeouts and limits of [`serve_with`].
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
+    /// Most connections served at once; further ones wait in the listen backlog (and
+    /// are accepted as others close), so the process never runs out of file descriptors
+    /// and a flood of idle connections costs bounded memory.
+    pub max_connections: usize,
     /// Time a client gets to send a request head, from the end of the previous answer.
     pub header_read_timeout: Duration,
     /// Time in-flight requests get to finish after shutdown begins.
@@ -100,6 +138,7 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -107,6 +146,8 @@ impl Default for ServeOptions {
     }
 }
 
+/// [`ServeOptions::max_connections`] by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Largest request head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most request headers accepted.
@@ -137,7 +178,16 @@ pub async fn serve_with<P: Pipeline>(
     options: ServeOptions,
 ) -> io::Result<()> {
     let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     loop {
+        // A free slot first: past the limit, connections wait in the backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = token.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -151,13 +201,11 @@ pub async fn serve_with<P: Pipeline>(
             () = token.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(connection(
-            stream,
-            peer.ip(),
-            pipeline.clone(),
-            token.clone(),
-            options,
-        ));
+        let served = connection(stream, peer.ip(), pipeline.clone(), token.clone(), options);
+        connections.spawn(async move {
+            served.await;
+            drop(slot);
+        });
     }
     drop(listener);
     connections.close();
@@ -213,15 +261,14 @@ async fn connection<P: Pipeline>(
                 match parse_head(&mut buf) {
                     Ok(Some(head)) => break head,
                     Ok(None) => scanned = buf.len(),
-                    Err(message) => {
-                        let error = ApiError::new(ErrorCode::ValidationError, message);
-                        return refuse(&*pipeline, error, peer, &mut rd, &mut wr, &mut out).await;
+                    Err(refusal) => {
+                        return refuse(&*pipeline, refusal, peer, &mut rd, &mut wr, &mut out).await;
                     }
                 }
             }
             if buf.len() >= MAX_HEAD_BYTES {
-                let error = ApiError::new(ErrorCode::ValidationError, "request head too large");
-                return refuse(&*pipeline, error, peer, &mut rd, &mut wr, &mut out).await;
+                let refusal = Refusal::bad_request("request head too large");
+                return refuse(&*pipeline, refusal, peer, &mut rd, &mut wr, &mut out).await;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
@@ -335,14 +382,14 @@ type Writer<'a> = Idle<WriteHalf<'a>>;
 /// Answers a request the server will not read, then closes.
 async fn refuse<P: Pipeline>(
     pipeline: &P,
-    error: ApiError,
+    refusal: Refusal,
     peer: IpAddr,
     rd: &mut ReadHalf<'_>,
     wr: &mut Writer<'_>,
     out: &mut Vec<u8>,
 ) {
-    tracing::debug!(error = %error, "request refused before the pipeline");
-    let response = pipeline.refuse(error, peer).await;
+    tracing::debug!(%refusal, "request refused before the pipeline");
+    let response = pipeline.refuse(refusal, peer).await;
     let exchange = Exchange {
         head_request: false,
         http10: false,
@@ -383,22 +430,26 @@ fn may_end_head(bytes: &[u8]) -> bool {
 }
 
 /// Parses a complete request head off the front of `buf` (`None`: not complete yet).
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
+    let bad = Refusal::bad_request;
     // Left uninitialised: the parser writes only the headers it finds.
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err("too many request headers"),
-        Err(httparse::Error::Version) => return Err("unsupported HTTP version"),
-        Err(_) => return Err("malformed request head"),
+        Err(httparse::Error::TooManyHeaders) => return Err(bad("too many request headers")),
+        Err(httparse::Error::Version) => return Err(version_refusal(buf)),
+        Err(_) => return Err(bad("malformed request head")),
     };
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
-        .map_err(|_| "invalid method")?;
+        .map_err(|_| bad("invalid method"))?;
     let target = parsed.path.unwrap_or_default();
-    if !target.starts_with('/') {
-        return Err("the request target must be a path (origin-form)");
+    let absolute = !target.starts_with('/');
+    if absolute && !is_absolute_form(target.as_bytes()) {
+        return Err(bad(
+            "the request target must be a path (origin-form) or an http URL (absolute-form)",
+        ));
     }
     // Where the pieces lie in the buffer: the head is frozen and shared by the request's
     // URI and header values instead of copied.
@@ -408,7 +459,28 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     let places = header_places(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
 
-    let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| "invalid request target")?;
+    let uri =
+        Uri::from_maybe_shared(head.slice(target)).map_err(|_| bad("invalid request target"))?;
+    // Absolute-form: the target's authority stands for `Host` (RFC 9112 §3.2.2), and the
+    // pipeline sees the origin-form path, as for every other request.
+    let (uri, target_host) = if absolute {
+        let authority = uri
+            .authority()
+            .filter(|a| valid_host(a.as_str().as_bytes()))
+            .ok_or(bad("invalid authority in the request target"))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| bad("invalid authority in the request target"))?;
+        let origin = match uri.path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
+            Some(pq) => format!("/{}", pq.as_str())
+                .parse()
+                .map_err(|_| bad("invalid request target"))?,
+            None => http::uri::PathAndQuery::from_static("/"),
+        };
+        (Uri::from(origin), Some(host))
+    } else {
+        (uri, None)
+    };
     let mut map = HeaderMap::with_capacity(count + 16);
     let mut framing = FramingHeaders::default();
     let mut hosts = 0;
@@ -416,20 +488,28 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     for (name, value) in places {
-        let name = HeaderName::from_bytes(&head[name]).map_err(|_| "invalid header name")?;
+        let name = HeaderName::from_bytes(&head[name]).map_err(|_| bad("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value))
-            .map_err(|_| "invalid header value")?;
+            .map_err(|_| bad("invalid header value"))?;
         if name == header::CONTENT_LENGTH {
             framing
                 .content_length(value.as_bytes())
                 .map_err(|err| match err {
-                    FramingError::InvalidLength => "invalid Content-Length",
-                    FramingError::ConflictingLengths => "conflicting Content-Lengths",
+                    FramingError::InvalidLength => bad("invalid Content-Length"),
+                    FramingError::ConflictingLengths => bad("conflicting Content-Lengths"),
                 })?;
         } else if name == header::TRANSFER_ENCODING {
             framing.transfer_encoding(value.as_bytes());
         } else if name == header::HOST {
             hosts += 1;
+            if !valid_host(value.as_bytes()) {
+                return Err(bad("invalid Host"));
+            }
+            if let Some(host) = &target_host {
+                // Ignored for the target's authority (RFC 9112 §3.2.2).
+                map.append(name, host.clone());
+                continue;
+            }
         } else if name == header::CONNECTION {
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -440,23 +520,32 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
             if value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             } else {
-                return Err("unsupported expectation");
+                // RFC 9110 §10.1.1.
+                return Err(Refusal {
+                    status: StatusCode::EXPECTATION_FAILED,
+                    reason: "unsupported expectation (only 100-continue is)",
+                });
             }
         }
         map.append(name, value);
     }
     if hosts > 1 || (hosts == 0 && !http10) {
-        return Err("exactly one Host header is required");
+        return Err(bad("exactly one Host header is required"));
+    }
+    if hosts == 0
+        && let Some(host) = target_host
+    {
+        map.append(header::HOST, host);
     }
     let framing = match framing {
         FramingHeaders {
             chunked: Some(_),
             length: Some(_),
             ..
-        } => return Err("Transfer-Encoding and Content-Length together"),
+        } => return Err(bad("Transfer-Encoding and Content-Length together")),
         FramingHeaders {
             chunked: Some(_), ..
-        } if http10 => return Err("Transfer-Encoding in an HTTP/1.0 request"),
+        } if http10 => return Err(bad("Transfer-Encoding in an HTTP/1.0 request")),
         FramingHeaders {
             chunked: Some(true),
             other_coding: false,
@@ -464,7 +553,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
         } => Framing::Chunked,
         FramingHeaders {
             chunked: Some(_), ..
-        } => return Err("unsupported Transfer-Encoding (only chunked is accepted)"),
+        } => {
+            return Err(bad(
+                "unsupported Transfer-Encoding (only chunked is accepted)",
+            ));
+        }
         FramingHeaders {
             length: Some(len), ..
         } if len > 0 => Framing::Length(len),
@@ -495,6 +588,63 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
         // HTTP/1.0 knows no interim answers (RFC 9110 §10.1.1: ignore the expectation).
         expect_continue: expect_continue && framing != Framing::Empty && !http10,
     }))
+}
+
+/// A request line with a well-formed version other than HTTP/1.0 and 1.1 is 505 (RFC 9110
+/// §15.6.6); anything else the parser took for a bad version is a malformed head.
+fn version_refusal(buf: &[u8]) -> Refusal {
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|b| *b == b' ');
+    let (Some(_method), Some(_target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Refusal::bad_request("malformed request line");
+    };
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'0' =>
+        {
+            Refusal {
+                status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                reason: "HTTP version not supported (1.0 and 1.1 are)",
+            }
+        }
+        _ => Refusal::bad_request("malformed request head"),
+    }
+}
+
+/// Whether a request target is absolute-form with an `http` or `https` URL.
+fn is_absolute_form(target: &[u8]) -> bool {
+    let scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
+    scheme(b"http://") || scheme(b"https://")
+}
+
+/// Whether a `Host` value (or an absolute target's authority) is `host [":" port]` as RFC
+/// 3986 spells them (RFC 9112 §3.2): a bracketed IPv6 address or a non-empty name of
+/// unreserved, percent-encoded and sub-delimiter characters, and an optional port of
+/// digits. Userinfo, paths, spaces, stray brackets and an empty value are refused.
+fn valid_host(value: &[u8]) -> bool {
+    let (host_ok, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let literal = std::str::from_utf8(&rest[..end]).unwrap_or("");
+        let ok = literal.parse::<std::net::Ipv6Addr>().is_ok();
+        match &rest[end + 1..] {
+            [] => (ok, None),
+            [b':', port @ ..] => (ok, Some(port)),
+            _ => return false,
+        }
+    } else {
+        let (host, port) = match value.iter().rposition(|b| *b == b':') {
+            Some(at) => (&value[..at], Some(&value[at + 1..])),
+            None => (value, None),
+        };
+        let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b);
+        (!host.is_empty() && host.iter().all(name_byte), port)
+    };
+    host_ok && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
 }
 
 /// How reading a request body ended.

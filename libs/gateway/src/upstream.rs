@@ -40,6 +40,7 @@ use http_body_util::BodyExt;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 
 /// Largest response head accepted from an upstream.
@@ -50,6 +51,8 @@ const MAX_HEADERS: usize = 128;
 const MAX_INTERIM: usize = 8;
 /// Idle connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// Connections in use per upstream by default ([`UpstreamClient::with_max_connections`]).
+pub const DEFAULT_MAX_ACTIVE: usize = 512;
 
 /// Why an upstream call failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,10 @@ pub enum UpstreamError {
         "out of time: the request body did not go up, or the answer's head did not come, within its deadline, or the upstream took nothing for the idle timeout"
     )]
     Timeout,
+    /// Every connection the client may have to this upstream was in use for the whole
+    /// connect timeout.
+    #[error("too many requests to the upstream in flight")]
+    Busy,
     /// Refused, unreachable, reset.
     #[error("upstream connection failed: {0}")]
     Io(#[from] io::Error),
@@ -98,15 +105,39 @@ struct Inner {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    max_active: usize,
 }
 
-/// Idle connections to one authority, most recently used last.
-#[derive(Debug, Default)]
+/// Connections to one authority: the idle ones, most recently used last, and a slot for
+/// each one in use.
+#[derive(Debug)]
 struct Pool {
     idle: Mutex<Vec<(TcpStream, Instant)>>,
+    /// [`UpstreamClient::with_max_connections`] slots; an exchange holds one from before
+    /// it takes a connection until its response body has been read (or dropped).
+    active: Arc<Semaphore>,
 }
 
 impl Pool {
+    fn new(max_active: usize) -> Self {
+        Self {
+            idle: Mutex::default(),
+            active: Arc::new(Semaphore::new(max_active.max(1))),
+        }
+    }
+
+    /// A slot for one more exchange: at once when one is free, else the first to free up
+    /// within `wait`.
+    async fn slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        if let Ok(slot) = self.active.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        match tokio::time::timeout(wait, self.active.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(UpstreamError::Busy),
+        }
+    }
+
     fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((stream, since)) = idle.pop() {
@@ -129,11 +160,24 @@ impl UpstreamClient {
     /// A client with these timeouts: connect, and how long a connection may sit idle (in
     /// the pool, or sending nothing of a response body: the body then fails).
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self::with_max_connections(connect_timeout, idle_timeout, DEFAULT_MAX_ACTIVE)
+    }
+
+    /// [`UpstreamClient::new`] with at most `max_active` exchanges at once per upstream:
+    /// one past that waits for one to end, up to the connect timeout, and then fails with
+    /// [`UpstreamError::Busy`]. An exchange takes an idle connection before it opens one,
+    /// so no more than `max_active` connections to an upstream are open at once either.
+    pub fn with_max_connections(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_active: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pools: Mutex::default(),
                 connect_timeout,
                 idle_timeout,
+                max_active,
             }),
         }
     }
@@ -142,7 +186,10 @@ impl UpstreamClient {
         let mut pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
         match pools.get(authority) {
             Some(pool) => pool.clone(),
-            None => pools.entry(authority.to_owned()).or_default().clone(),
+            None => pools
+                .entry(authority.to_owned())
+                .or_insert_with(|| Arc::new(Pool::new(self.inner.max_active)))
+                .clone(),
         }
     }
 
@@ -215,6 +262,7 @@ impl UpstreamClient {
         // is sent is retried once on a fresh connection, but only for a request that can
         // safely be sent twice.
         let retryable = !has_body && parts.method.is_idempotent();
+        let slot = pool.slot(self.inner.connect_timeout).await?;
         let mut body = Some(body);
         let mut fresh = false;
         loop {
@@ -244,7 +292,17 @@ impl UpstreamClient {
                 Ok((response, framing, buf, keep_alive)) => {
                     let keep_alive = keep_alive && finished;
                     let stream = Idle::new(stream, self.inner.idle_timeout);
-                    let body = UpstreamBody::new(stream, buf, framing, keep_alive, pool.clone());
+                    let mut body =
+                        UpstreamBody::new(stream, buf, framing, keep_alive, pool.clone(), slot);
+                    // A body whose first bytes came with the head and are malformed is
+                    // known bad before anything has been answered: 502, not a head and
+                    // then a reset.
+                    body.peek().map_err(|err| match err.kind() {
+                        io::ErrorKind::InvalidData => {
+                            UpstreamError::Protocol("malformed response body")
+                        }
+                        _ => UpstreamError::Io(err),
+                    })?;
                     return Ok(response.map(|()| body));
                 }
                 // Not a byte of an answer: the upstream never took the request.
@@ -550,6 +608,10 @@ fn parse_head(
         Err(_) => return Err(ReadError::Protocol("malformed response head")),
     };
     let code = parsed.code.unwrap_or(0);
+    // RFC 9110 §15: three digits, 100 to 599; `http` would take up to 999.
+    if !(100..=599).contains(&code) {
+        return Err(ReadError::Protocol("status code outside 100-599"));
+    }
     let status =
         StatusCode::from_u16(code).map_err(|_| ReadError::Protocol("invalid status code"))?;
     if status.is_informational() {
@@ -607,8 +669,11 @@ fn parse_head(
         map.append(name, value);
     }
     let FramingHeaders {
-        length, chunked, ..
+        length,
+        chunked,
+        other_coding,
     } = framing_headers;
+
     if chunked.is_some() {
         // RFC 9112 §6.1/§6.3: Transfer-Encoding wins. A length next to it, or the header
         // in an HTTP/1.0 answer, may be a smuggling attempt: that connection is closed
@@ -621,8 +686,11 @@ fn parse_head(
     let framing = if head_request || matches!(code, 204 | 304) {
         Framing::Empty
     } else if let Some(chunked) = chunked {
-        if !chunked {
-            // A coding we would have to undo is never passed on unmarked.
+        if !chunked || other_coding {
+            // A coding we would have to undo is never passed on unmarked: de-chunking
+            // `gzip, chunked` would hand the client gzip that nothing names, and carrying
+            // the coding on would need the client to have asked for it (`TE`). So is
+            // `chunked, chunked`. Refused: 502.
             return Err(ReadError::Protocol("unsupported transfer coding"));
         }
         Framing::Chunked
@@ -642,12 +710,16 @@ fn parse_head(
 /// connection returns to its pool as soon as the last byte is read.
 #[derive(Debug)]
 pub struct UpstreamBody {
+    /// The first piece, decoded from what came with the head ([`UpstreamBody::peek`]).
+    peeked: Option<Bytes>,
     /// An upstream that sends nothing of the body for the client's idle timeout fails it.
     stream: Option<Idle<TcpStream>>,
     buf: BytesMut,
     decoder: Decoder,
     keep_alive: bool,
     pool: Arc<Pool>,
+    /// The pool's slot for this exchange, freed once the body is read or failed.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl UpstreamBody {
@@ -657,18 +729,39 @@ impl UpstreamBody {
         framing: Framing,
         keep_alive: bool,
         pool: Arc<Pool>,
+        slot: OwnedSemaphorePermit,
     ) -> Self {
         let mut body = Self {
+            peeked: None,
             stream: Some(stream),
             buf,
             decoder: Decoder::new(framing),
             keep_alive,
             pool,
+            slot: Some(slot),
         };
         if body.decoder.is_done() {
             body.finish();
         }
         body
+    }
+
+    /// Decodes the first piece of the body from the bytes that came with the head, if
+    /// any, without waiting for more: an error there fails the exchange before its head
+    /// is passed on.
+    fn peek(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() || self.stream.is_none() {
+            return Ok(());
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(&mut *self).poll_frame(&mut cx) {
+            Poll::Ready(Some(Err(err))) => Err(err),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.peeked = frame.into_data().ok().filter(|data| !data.is_empty());
+                Ok(())
+            }
+            Poll::Ready(None) | Poll::Pending => Ok(()),
+        }
     }
 
     /// The body is complete: the connection goes back to the pool if it can be reused
@@ -680,6 +773,7 @@ impl UpstreamBody {
         {
             self.pool.put(stream.into_inner());
         }
+        self.slot = None;
     }
 }
 
@@ -692,12 +786,18 @@ impl http_body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
+        if let Some(data) = this.peeked.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(None);
         };
         let polled = ready!(this.decoder.poll_data(Pin::new(stream), &mut this.buf, cx));
         match &polled {
-            Some(Err(_)) => this.stream = None,
+            Some(Err(_)) => {
+                this.stream = None;
+                this.slot = None;
+            }
             _ if this.decoder.is_done() => this.finish(),
             _ => {}
         }
@@ -705,11 +805,21 @@ impl http_body::Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.stream.is_none() || self.decoder.is_done()
+        self.peeked.is_none() && (self.stream.is_none() || self.decoder.is_done())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.decoder.size_hint()
+        let peeked = self.peeked.as_ref().map_or(0, |data| data.len() as u64);
+        let rest = self.decoder.size_hint();
+        if peeked == 0 {
+            return rest;
+        }
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + peeked);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + peeked);
+        }
+        hint
     }
 }
 

@@ -56,6 +56,7 @@ async fn send(base: &str, request: Request) -> (StatusCode, serde_json::Value) {
         app_api_token: None,
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(10),
+        max_connections_per_upstream: 16,
     });
     let client = Client {
         ip: IpAddr::from([127, 0, 0, 1]),

@@ -20,7 +20,7 @@ use axum::{
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use ic_gateway::serve::{Pipeline, ServeOptions, serve_with};
+use ic_gateway::serve::{Pipeline, Refusal, ServeOptions, serve_with};
 use ic_http::ApiError;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -113,8 +113,8 @@ impl Pipeline for Echo {
         }
     }
 
-    async fn refuse(&self, error: ApiError, peer: IpAddr) -> Response {
-        let mut response = error.into_response();
+    async fn refuse(&self, refusal: Refusal, peer: IpAddr) -> Response {
+        let mut response = ApiError::from(refusal).into_response();
         let by = HeaderValue::try_from(format!("echo for {peer}")).unwrap();
         response.headers_mut().insert("x-refused-by", by);
         response
@@ -553,30 +553,76 @@ async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
             b"GET /echo HTTP/1.1\r\nhost: gw\rx-cr: 1\r\n\r\n",
         ),
         (
-            "absolute-form",
-            b"GET http://elsewhere/echo HTTP/1.1\r\nhost: gw\r\n\r\n",
+            "absolute-form of another scheme",
+            b"GET ftp://elsewhere/echo HTTP/1.1\r\nhost: gw\r\n\r\n",
+        ),
+        (
+            "absolute-form with userinfo",
+            b"GET http://user@elsewhere/echo HTTP/1.1\r\nhost: gw\r\n\r\n",
         ),
         ("asterisk-form", b"OPTIONS * HTTP/1.1\r\nhost: gw\r\n\r\n"),
+        ("a space in Host", b"GET /echo HTTP/1.1\r\nhost: a b\r\n\r\n"),
+        ("an empty Host", b"GET /echo HTTP/1.1\r\nhost: \r\n\r\n"),
+        ("an unclosed IPv6 Host", b"GET /echo HTTP/1.1\r\nhost: [::1\r\n\r\n"),
+        (
+            "a path and query in Host",
+            b"GET /echo HTTP/1.1\r\nhost: evil.test/x?y=<z>\r\n\r\n",
+        ),
+        (
+            "userinfo in Host",
+            b"GET /echo HTTP/1.1\r\nhost: user@gw\r\n\r\n",
+        ),
+        ("a named port", b"GET /echo HTTP/1.1\r\nhost: gw:http\r\n\r\n"),
+        (
+            "a bad Host on HTTP/1.0",
+            b"GET /echo HTTP/1.0\r\nhost: a b\r\n\r\n",
+        ),
         ("no Host on 1.1", b"GET /echo HTTP/1.1\r\n\r\n"),
         (
             "two Hosts",
             b"GET /echo HTTP/1.1\r\nhost: gw\r\nhost: other\r\n\r\n",
         ),
-        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-        ("HTTP/1.2", b"GET /echo HTTP/1.2\r\nhost: gw\r\n\r\n"),
+        ("a space in the target", b"GET /a b HTTP/1.1\r\nhost: gw\r\n\r\n"),
+        ("a version that is no version", b"GET /echo HTTP/x.y\r\nhost: gw\r\n\r\n"),
+        ("HTTP/0.9", b"GET /echo HTTP/0.9\r\nhost: gw\r\n\r\n"),
+    ];
+    let unsupported: &[(&str, &[u8], u16, &str)] = &[
+        (
+            "HTTP/2 preface",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            505,
+            "HTTP_VERSION_NOT_SUPPORTED",
+        ),
+        (
+            "HTTP/1.2",
+            b"GET /echo HTTP/1.2\r\nhost: gw\r\n\r\n",
+            505,
+            "HTTP_VERSION_NOT_SUPPORTED",
+        ),
+        (
+            "HTTP/3.0",
+            b"GET /echo HTTP/3.0\r\nhost: gw\r\n\r\n",
+            505,
+            "HTTP_VERSION_NOT_SUPPORTED",
+        ),
         (
             "an unknown expectation",
             b"GET /echo HTTP/1.1\r\nhost: gw\r\nexpect: 200-ok\r\n\r\n",
+            417,
+            "EXPECTATION_FAILED",
         ),
-        ("a space in the target", b"GET /a b HTTP/1.1\r\nhost: gw\r\n\r\n"),
     ];
-    for (what, bytes) in battery {
+    let all = battery
+        .iter()
+        .map(|(what, bytes)| (*what, *bytes, 400, "VALIDATION_ERROR"))
+        .chain(unsupported.iter().copied());
+    for (what, bytes, status, code) in all {
         let mut client = server.connect().await;
         client.send(bytes).await;
         let answer = client.answer().await;
-        assert_eq!(answer.status, 400, "{what}: {}", answer.text());
+        assert_eq!(answer.status, status, "{what}: {}", answer.text());
         let envelope: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
-        assert_eq!(envelope["error"]["code"], "VALIDATION_ERROR", "{what}");
+        assert_eq!(envelope["error"]["code"], code, "{what}");
         assert_eq!(
             answer.header("x-refused-by"),
             Some("echo for 127.0.0.1"),
@@ -605,6 +651,30 @@ async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
     assert_eq!(client.answer().await.status, 400);
     assert_eq!(server.seen(), 0);
 
+    // What is fine: Hosts of every form, with ports.
+    for host in [
+        "gw",
+        "gw:8000",
+        "gw:",
+        "127.0.0.1:1",
+        "[::1]",
+        "[::1]:8000",
+        "xn--bcher-kva.example",
+        "a_b.example",
+    ] {
+        let mut client = server.connect().await;
+        client
+            .send(format!("GET /echo HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
+            .await;
+        let answer = client.answer().await;
+        assert_eq!(answer.status, 200, "{host}: {}", answer.text());
+        assert!(
+            answer.text().contains(&format!("host=Some({host:?})")),
+            "{host}"
+        );
+    }
+    assert_eq!(server.seen(), 8);
+
     // What is fine: equal repeated lengths, a case-insensitive chunked.
     let mut client = server.connect().await;
     client
@@ -615,6 +685,61 @@ async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
         .send(b"POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
         .await;
     assert!(client.answer().await.text().ends_with("\nok"));
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_is_served_as_its_path_with_its_authority_for_host() {
+    let server = default_server().await;
+    let mut client = server.connect().await;
+    client
+        .send(b"GET http://Target.example:8000/echo?q=1 HTTP/1.1\r\nhost: other\r\n\r\n")
+        .await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        answer.text().starts_with(
+            "GET /echo?q=1 HTTP/1.1 peer=127.0.0.1 host=Some(\"Target.example:8000\")"
+        ),
+        "{}",
+        answer.text()
+    );
+    // No path at all is the root; HTTP/1.0 may leave Host out.
+    client
+        .send(b"GET http://target.example HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+        .await;
+    let answer = client.answer().await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "hello");
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let server = start(ServeOptions {
+        max_connections: 2,
+        ..ServeOptions::default()
+    })
+    .await;
+    let mut first = server.connect().await;
+    let mut second = server.connect().await;
+    first.send(&get("/")).await;
+    second.send(&get("/")).await;
+    assert_eq!(first.answer().await.status, 200);
+    assert_eq!(second.answer().await.status, 200);
+
+    // The third is queued, not served, while both others stay open.
+    let mut third = server.connect().await;
+    third.send(&get("/")).await;
+    let mut byte = [0u8; 1];
+    let waited =
+        tokio::time::timeout(Duration::from_millis(300), third.stream.read(&mut byte)).await;
+    assert!(waited.is_err(), "served past the limit");
+    assert_eq!(server.seen(), 2);
+
+    // One closes: the third is served.
+    drop(first);
+    assert_eq!(third.answer().await.status, 200);
+    second.send(&get("/")).await;
+    assert_eq!(second.answer().await.status, 200);
 }
 
 #[tokio::test]

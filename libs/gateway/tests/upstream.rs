@@ -142,6 +142,21 @@ fn framings(path: &str) -> (Vec<u8>, After) {
             );
         }
         "/gzip" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8b",
+        "/gzip-chunked" => {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\n\x1f\x8b\r\n0\r\n\r\n"
+        }
+        "/chunked-twice" => {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        }
+        "/status-600" => b"HTTP/1.1 600 Beyond\r\ncontent-length: 0\r\n\r\n",
+        "/status-099" => b"HTTP/1.1 099 Below\r\ncontent-length: 0\r\n\r\n",
+        // A bad first chunk line arrives after the head: only the body can fail then.
+        "/bad-chunk-later" => {
+            return (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec(),
+                After::Then(b"+5\r\nhello\r\n0\r\n\r\n"),
+            );
+        }
         "/interims" => {
             return (
                 [&b"HTTP/1.1 100 Continue\r\n\r\n"[..]; 9].concat(),
@@ -282,11 +297,24 @@ async fn bytes_arriving_on_an_idle_connection_never_become_the_next_answer() {
 async fn ambiguous_or_broken_responses_are_errors_never_short_bodies() {
     let upstream = Scripted::start(framings).await;
     let client = client();
-    for path in ["/conflicting-lengths", "/not-http", "/gzip", "/interims"] {
+    for path in [
+        "/conflicting-lengths",
+        "/not-http",
+        "/gzip",
+        "/interims",
+        // Codings that de-chunking would pass on unnamed.
+        "/gzip-chunked",
+        "/chunked-twice",
+        // Outside 100-599.
+        "/status-600",
+        "/status-099",
+        // The first chunk line came with the head: known bad before any answer.
+        "/bad-chunk",
+    ] {
         let err = client.send(get(&upstream.url(path))).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Protocol(_)), "{path}: {err}");
     }
-    for path in ["/bad-chunk", "/truncated"] {
+    for path in ["/bad-chunk-later", "/truncated"] {
         let (status, body) = fetch(&client, get(&upstream.url(path))).await;
         assert_eq!(status, 200);
         assert!(body.is_err(), "{path} must fail, got {body:?}");
@@ -576,4 +604,38 @@ async fn an_answer_before_the_body_has_gone_up_ends_the_upload_and_its_connectio
     let (status, _) = fetch(&client, get(&upstream.url("/next"))).await;
     assert_eq!(status, 413);
     assert_eq!(upstream.connections(), 2);
+}
+
+#[tokio::test]
+async fn past_its_active_connections_an_upstream_is_busy_until_one_frees_up() {
+    let upstream = Scripted::start(framings).await;
+    let client = UpstreamClient::with_max_connections(
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+        1,
+    );
+    // The one slot stays taken while its response body is unread.
+    let first = client.send(get(&upstream.url("/stalls"))).await.unwrap();
+    let err = client
+        .send(get(&upstream.url("/length")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Busy), "{err}");
+    assert_eq!(upstream.connections(), 1, "no second connection was opened");
+
+    // A waiting request gets the slot as soon as it frees up.
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        let url = upstream.url("/length");
+        async move { fetch(&client, get(&url)).await }
+    });
+    tokio::task::yield_now().await;
+    drop(first);
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!((status, body.unwrap()), (200, Bytes::from("hello")));
+    // Read to its end, a body frees its slot (and its connection goes back to the pool).
+    for _ in 0..3 {
+        let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
+        assert_eq!(body.unwrap(), "hello");
+    }
 }

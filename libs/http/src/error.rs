@@ -28,6 +28,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415
     UnsupportedMediaType,
+    /// 417, an `Expect` other than `100-continue` (the gateways' HTTP server)
+    ExpectationFailed,
     /// 422
     BusinessRuleViolation,
     /// 422, a file failed the virus scan
@@ -42,6 +44,8 @@ pub enum ErrorCode {
     ServiceUnavailable,
     /// 504
     GatewayTimeout,
+    /// 505, an HTTP version other than 1.0 and 1.1 (the gateways' HTTP server)
+    HttpVersionNotSupported,
 }
 
 impl ErrorCode {
@@ -56,6 +60,7 @@ impl ErrorCode {
             Self::Conflict => "CONFLICT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::ExpectationFailed => "EXPECTATION_FAILED",
             Self::BusinessRuleViolation => "BUSINESS_RULE_VIOLATION",
             Self::VirusDetected => "VIRUS_DETECTED",
             Self::RateLimited => "RATE_LIMITED",
@@ -63,6 +68,7 @@ impl ErrorCode {
             Self::BadGateway => "BAD_GATEWAY",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::GatewayTimeout => "GATEWAY_TIMEOUT",
+            Self::HttpVersionNotSupported => "HTTP_VERSION_NOT_SUPPORTED",
         }
     }
 
@@ -77,12 +83,14 @@ impl ErrorCode {
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             Self::BusinessRuleViolation | Self::VirusDetected => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::HttpVersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
         }
     }
 }
