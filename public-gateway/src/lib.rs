@@ -28,7 +28,7 @@ use ic_gateway::{
     rate_limit::{Decision, Gcra, Limiter, SharedGcra, rate_limit},
     routes::{Alias, RouteTable, public_content_routes, public_services_routes},
     security::SecurityHeaders,
-    serve::{Pipeline, Refusal, ServeOptions},
+    serve::{Pipeline, ServeOptions},
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
 use ic_http::{ApiError, app_token::OPEN_PATHS, context::in_request_context, guard_panics};
@@ -260,8 +260,7 @@ impl Stages {
     /// is believed, not even `X-Forwarded-For`, yet its answer is like every other one:
     /// ids and trace context, log line and metrics, the rate limit (charged to the socket
     /// peer) and the security headers.
-    async fn refuse(&self, refusal: Refusal, peer: IpAddr) -> Response {
-        let error = ApiError::from(refusal);
+    async fn refuse(&self, error: ApiError, peer: IpAddr) -> Response {
         let gateway = &self.gateway;
         let key = rate_key(gateway.trusted.client_ip(peer, &[]));
         let mut response = in_request_context(SERVICE_NAME, Request::default(), |request| {
@@ -350,8 +349,8 @@ impl Pipeline for PublicGateway {
         self.0.handle(request, peer)
     }
 
-    fn refuse(&self, refusal: Refusal, peer: IpAddr) -> impl Future<Output = Response> + Send {
-        self.0.refuse(refusal, peer)
+    fn refuse(&self, error: ApiError, peer: IpAddr) -> impl Future<Output = Response> + Send {
+        self.0.refuse(error, peer)
     }
 }
 

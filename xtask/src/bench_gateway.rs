@@ -264,7 +264,7 @@ pub fn gateway() -> anyhow::Result<()> {
         "--bin",
         "public-gateway",
         "--package",
-        "ic-gateway",
+        "ic-h1",
         "--example",
         "bare_proxy",
     ]);
@@ -417,7 +417,7 @@ pub fn gateway() -> anyhow::Result<()> {
         by_round.join(", ")
     );
     println!(
-        "  proxy floor / nginx: {:.2}x   public-gateway / proxy floor: {:.2}x   (proxy floor: the kit's server and upstream client, no pipeline, same headers; examples/bare_proxy.rs)",
+        "  proxy floor / nginx: {:.2}x   public-gateway / proxy floor: {:.2}x   (proxy floor: the engine's server and client, no pipeline, same headers; libs/h1/examples/bare_proxy.rs)",
         by("proxy floor") / by("nginx"),
         by("public-gateway") / by("proxy floor")
     );

@@ -7,11 +7,12 @@
 //! - [`cors`], [`security`]: CORS and security headers.
 //! - [`client_ip`], [`rate_limit`]: the client's IP behind trusted proxies, GCRA limits.
 //! - [`identity`]: the identity extension point (anonymous by default).
-//! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar, on
-//!   [`upstream`]'s pooled HTTP/1.1 client.
+//! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar, on the
+//!   engine's pooled HTTP/1.1 client ([`ic_h1::client`]).
 //! - [`gate`]: the route check and the proxy handler glued together.
-//! - [`serve`]: HTTP/1.1 serving of a [`serve::Pipeline`] with graceful shutdown; its
-//!   refusals become the error envelope (`impl From<serve::Refusal> for ApiError`).
+//! - [`serve`]: a [`serve::Pipeline`] served by the engine's HTTP/1.1 server
+//!   ([`ic_h1::server`]) with graceful shutdown; what the server refuses becomes the
+//!   error envelope.
 //!
 //! Each concern is a stage: a plain function taking the request and the `next` stage, so
 //! a gateway composes them as ordinary async calls (no boxed layers). Each stage is built
@@ -22,13 +23,10 @@
 pub mod client_ip;
 pub mod cors;
 pub mod gate;
-mod h1;
 pub mod identity;
 pub mod path;
 pub mod proxy;
 pub mod rate_limit;
-mod refusal;
 pub mod routes;
 pub mod security;
 pub mod serve;
-pub mod upstream;

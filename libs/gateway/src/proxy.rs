@@ -1,4 +1,4 @@
-//! The streaming reverse proxy: pooled keep-alive connections ([`crate::upstream`]),
+//! The streaming reverse proxy: pooled keep-alive connections ([`ic_h1::client`]),
 //! bodies streamed both ways (never buffered), hop-by-hop headers stripped,
 //! `X-Forwarded-*` set, trace context and correlation id forwarded, `dapr-api-token`
 //! added, connect and response timeouts.
@@ -16,10 +16,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use http_body_util::LengthLimitError;
 use ic_http::{ApiError, ErrorCode, RequestContext, Secret, headers::name};
 
-use crate::{
-    client_ip,
-    upstream::{Deadlines, Target, UpstreamClient, UpstreamError},
-};
+use ic_h1::client::{Client as UpstreamClient, ClientError as UpstreamError, Deadlines, Target};
+
+use crate::client_ip;
 
 /// How upstreams are addressed.
 #[derive(Debug, Clone)]
@@ -387,7 +386,7 @@ impl Proxy {
             .await
         {
             Err(UpstreamError::RequestBody(err)) => {
-                if caused_by::<LengthLimitError>(&err) {
+                if caused_by::<LengthLimitError>(&*err) {
                     // A chunked body that outgrew the limit while being streamed up.
                     ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
                         .into_response()

@@ -1,4 +1,4 @@
-//! The kit's HTTP/1.1 server spoken to over raw TCP: keep-alive and pipelining,
+//! The engine's HTTP/1.1 server spoken to over raw TCP: keep-alive and pipelining,
 //! HTTP/1.0, request bodies (length, chunked, `Expect: 100-continue`, left unread),
 //! response framing, a request-smuggling battery refused before the pipeline, the header
 //! read and idle timeouts, and the graceful drain.
@@ -20,8 +20,7 @@ use axum::{
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use ic_gateway::serve::{Pipeline, Refusal, ServeOptions, serve_with};
-use ic_http::ApiError;
+use ic_h1::server::{Handler, Incoming, Refusal, ServeOptions, serve_with};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -49,8 +48,11 @@ impl Drop for DropSignal {
 
 static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
-impl Pipeline for Echo {
-    async fn handle(&self, request: Request, peer: IpAddr) -> Response {
+impl Handler for Echo {
+    type Body = Body;
+
+    async fn handle(&self, request: http::Request<Incoming>, peer: IpAddr) -> Response {
+        let request: Request = request.map(Body::new);
         self.seen.fetch_add(1, Ordering::SeqCst);
         let path = request.uri().path().to_owned();
         match path.as_str() {
@@ -72,7 +74,7 @@ impl Pipeline for Echo {
                         out.into_response()
                     }
                     Err(err) => {
-                        ApiError::validation("body", format!("body failed: {err}")).into_response()
+                        (StatusCode::BAD_REQUEST, format!("body failed: {err}")).into_response()
                     }
                 }
             }
@@ -114,7 +116,8 @@ impl Pipeline for Echo {
     }
 
     async fn refuse(&self, refusal: Refusal, peer: IpAddr) -> Response {
-        let mut response = ApiError::from(refusal).into_response();
+        let json = serde_json::json!({"status": refusal.status.as_u16(), "reason": refusal.reason});
+        let mut response = (refusal.status, json.to_string()).into_response();
         let by = HeaderValue::try_from(format!("echo for {peer}")).unwrap();
         response.headers_mut().insert("x-refused-by", by);
         response
@@ -621,8 +624,9 @@ async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
         client.send(bytes).await;
         let answer = client.answer().await;
         assert_eq!(answer.status, status, "{what}: {}", answer.text());
-        let envelope: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
-        assert_eq!(envelope["error"]["code"], code, "{what}");
+        let refusal: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(refusal["status"], status, "{what}: the handler's refusal");
+        assert!(!code.is_empty(), "{what}: rendered {code} by the gateways");
         assert_eq!(
             answer.header("x-refused-by"),
             Some("echo for 127.0.0.1"),

@@ -1,4 +1,4 @@
-//! The floor for the gateway as built (the kit's HTTP/1.1 server and upstream client),
+//! The floor for the gateway as built (the engine's HTTP/1.1 server and client),
 //! measured by `cargo xtask bench gateway`: a bare proxy (no pipeline, no
 //! checks) that adds the same request and response headers as public-gateway (names
 //! parsed once, mimalloc, as in the gateway), so the
@@ -9,11 +9,10 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use axum::{extract::Request, response::Response};
-use http::{HeaderName, HeaderValue};
-use ic_gateway::{
-    serve::{Pipeline, serve},
-    upstream::{Deadlines, Target, UpstreamClient},
+use http::{HeaderName, HeaderValue, Request, Response};
+use ic_h1::{
+    client::{Client, Deadlines, ResponseBody, Target},
+    server::{Handler, Incoming, Refusal, ServeOptions, serve_with},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +57,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Forwards every request to the upstream with the gateway's headers added.
 struct Bare {
-    client: UpstreamClient,
+    client: Client,
     /// Resolved once, as the gateway's upstreams are.
     upstream: Target,
     /// The headers, their names parsed once (as the gateway's are).
@@ -80,8 +79,10 @@ fn parsed(headers: &[(&'static str, &'static str)]) -> Vec<(HeaderName, HeaderVa
         .collect()
 }
 
-impl Pipeline for Bare {
-    async fn handle(&self, mut request: Request, _: IpAddr) -> Response {
+impl Handler for Bare {
+    type Body = ResponseBody;
+
+    async fn handle(&self, mut request: Request<Incoming>, _: IpAddr) -> Response<ResponseBody> {
         for (name, value) in &self.request_headers {
             request.headers_mut().insert(name, value.clone());
         }
@@ -93,7 +94,11 @@ impl Pipeline for Bare {
         for (name, value) in &self.response_headers {
             response.headers_mut().insert(name, value.clone());
         }
-        response.map(axum::body::Body::new)
+        response
+    }
+
+    async fn refuse(&self, refusal: Refusal, _: IpAddr) -> Response<ResponseBody> {
+        panic!("the benchmark sends nothing to refuse: {refusal}")
     }
 }
 
@@ -102,7 +107,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().and_then(|p| p.parse().ok()).expect("a port");
     let upstream = args.next().expect("an upstream base URL");
-    let client = UpstreamClient::new(Duration::from_secs(2), Duration::from_secs(60));
+    let client = Client::new(Duration::from_secs(2), Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
@@ -119,7 +124,12 @@ async fn main() {
             answer: Duration::from_secs(30),
         },
     });
-    serve(listener, bare, CancellationToken::new())
-        .await
-        .expect("serving");
+    serve_with(
+        listener,
+        bare,
+        CancellationToken::new(),
+        ServeOptions::default(),
+    )
+    .await
+    .expect("serving");
 }

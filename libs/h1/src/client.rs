@@ -1,6 +1,7 @@
-//! The proxy's HTTP/1.1 client: one pool of idle keep-alive connections per upstream
-//! authority, the request written by us (our own framing, never the client's), the
-//! response head parsed with `httparse` and its body streamed straight from the socket.
+//! The HTTP/1.1 client for upstream servers: one pool of keep-alive connections per
+//! authority ([`crate::pool`]), the request written by us (our own framing, never the
+//! caller's), the response head parsed with `httparse` and its body streamed straight
+//! from the socket.
 //!
 //! Why not hyper's pooled client: it runs each connection as its own task and hands every
 //! request to it through channels, which cost more per request than everything else the
@@ -24,23 +25,24 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll, ready},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::h1::{
-    Decoder, Framing, FramingError, FramingHeaders, Idle, READ_CHUNK, header_places,
-    push_chunk_size, push_decimal, push_header,
+use crate::{
+    BoxError,
+    framing::{Decoder, Framing, FramingError, FramingHeaders, READ_CHUNK, header_places},
+    idle::Idle,
+    pool::Pool,
+    writer::{BodyEnd, Out, push_framing, push_headers, push_length, write_body},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::BodyExt;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::OwnedSemaphorePermit,
 };
 
 /// Largest response head accepted from an upstream.
@@ -49,14 +51,12 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// Interim (1xx) responses skipped before the final one.
 const MAX_INTERIM: usize = 8;
-/// Idle connections kept per upstream.
-const MAX_IDLE_PER_UPSTREAM: usize = 256;
-/// Connections in use per upstream by default ([`UpstreamClient::with_max_connections`]).
+/// Connections in use per upstream by default ([`Client::with_max_connections`]).
 pub const DEFAULT_MAX_ACTIVE: usize = 512;
 
 /// Why an upstream call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub enum ClientError {
     /// The URI has no `http` authority.
     #[error("not an http:// upstream URI: {0}")]
     Uri(String),
@@ -81,7 +81,7 @@ pub enum UpstreamError {
     Protocol(&'static str),
     /// The client's request body failed while it was streamed up (too large, cut off).
     #[error("request body: {0}")]
-    RequestBody(#[source] axum::Error),
+    RequestBody(#[source] BoxError),
 }
 
 /// How long one exchange with an upstream may take, besides the idle timeout (nothing
@@ -96,7 +96,7 @@ pub struct Deadlines {
 
 /// The pooled client. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct UpstreamClient {
+pub struct Client {
     inner: Arc<Inner>,
 }
 
@@ -108,64 +108,16 @@ struct Inner {
     max_active: usize,
 }
 
-/// Connections to one authority: the idle ones, most recently used last, and a slot for
-/// each one in use.
-#[derive(Debug)]
-struct Pool {
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
-    /// [`UpstreamClient::with_max_connections`] slots; an exchange holds one from before
-    /// it takes a connection until its response body has been read (or dropped).
-    active: Arc<Semaphore>,
-}
-
-impl Pool {
-    fn new(max_active: usize) -> Self {
-        Self {
-            idle: Mutex::default(),
-            active: Arc::new(Semaphore::new(max_active.max(1))),
-        }
-    }
-
-    /// A slot for one more exchange: at once when one is free, else the first to free up
-    /// within `wait`.
-    async fn slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit, UpstreamError> {
-        if let Ok(slot) = self.active.clone().try_acquire_owned() {
-            return Ok(slot);
-        }
-        match tokio::time::timeout(wait, self.active.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(slot),
-            _ => Err(UpstreamError::Busy),
-        }
-    }
-
-    fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((stream, since)) = idle.pop() {
-            if since.elapsed() < idle_timeout {
-                return Some(stream);
-            }
-        }
-        None
-    }
-
-    fn put(&self, stream: TcpStream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE_PER_UPSTREAM {
-            idle.push((stream, Instant::now()));
-        }
-    }
-}
-
-impl UpstreamClient {
+impl Client {
     /// A client with these timeouts: connect, and how long a connection may sit idle (in
     /// the pool, or sending nothing of a response body: the body then fails).
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Self::with_max_connections(connect_timeout, idle_timeout, DEFAULT_MAX_ACTIVE)
     }
 
-    /// [`UpstreamClient::new`] with at most `max_active` exchanges at once per upstream:
+    /// [`Client::new`] with at most `max_active` exchanges at once per upstream:
     /// one past that waits for one to end, up to the connect timeout, and then fails with
-    /// [`UpstreamError::Busy`]. An exchange takes an idle connection before it opens one,
+    /// [`ClientError::Busy`]. An exchange takes an idle connection before it opens one,
     /// so no more than `max_active` connections to an upstream are open at once either.
     pub fn with_max_connections(
         connect_timeout: Duration,
@@ -194,11 +146,11 @@ impl UpstreamClient {
     }
 
     /// The upstream an `http://` URI names, with its connection pool: resolved once and
-    /// kept, it saves [`UpstreamClient::send_to`] parsing the authority and looking up
+    /// kept, it saves [`Client::send_to`] parsing the authority and looking up
     /// the pool on every request.
-    pub fn target(&self, uri: &http::Uri) -> Result<Target, UpstreamError> {
+    pub fn target(&self, uri: &http::Uri) -> Result<Target, ClientError> {
         let (authority, host, port) =
-            target(uri).ok_or_else(|| UpstreamError::Uri(uri.to_string()))?;
+            target(uri).ok_or_else(|| ClientError::Uri(uri.to_string()))?;
         Ok(Target {
             authority: authority.to_owned(),
             host: host.to_owned(),
@@ -207,11 +159,11 @@ impl UpstreamClient {
         })
     }
 
-    async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
+    async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ClientError> {
         let stream =
             tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect((host, port)))
                 .await
-                .map_err(|_| UpstreamError::ConnectTimeout)??;
+                .map_err(|_| ClientError::ConnectTimeout)??;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
@@ -219,10 +171,10 @@ impl UpstreamClient {
     /// Sends `request` (absolute `http://` URI) and returns the response once its head has
     /// arrived (the upload and the wait for the answer each allowed the idle timeout); the
     /// body streams from the connection as it is read.
-    pub async fn send(
-        &self,
-        request: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    pub async fn send<B>(&self, request: Request<B>) -> Result<Response<ResponseBody>, ClientError>
+    where
+        B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin,
+    {
         let target = self.target(request.uri())?;
         let idle = self.inner.idle_timeout;
         let deadlines = Deadlines {
@@ -232,18 +184,21 @@ impl UpstreamClient {
         self.send_to(&target, request, deadlines).await
     }
 
-    /// [`UpstreamClient::send`] to a [`Target`] resolved beforehand; of the request's URI
+    /// [`Client::send`] to a [`Target`] resolved beforehand; of the request's URI
     /// only the path and query are used. The wait for the answer starts once the request
     /// has been sent, its body included: a slow upload is not a slow upstream. A body gets
     /// its own deadline, and fails sooner when the upstream takes nothing of it for the
     /// idle timeout. An answer that comes before the body has all gone up (an early
     /// `413`, say) ends the upload and is returned; that connection is not reused.
-    pub async fn send_to(
+    pub async fn send_to<B>(
         &self,
         target: &Target,
-        request: Request<Body>,
+        request: Request<B>,
         deadlines: Deadlines,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<Response<ResponseBody>, ClientError>
+    where
+        B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin,
+    {
         let (parts, body) = request.into_parts();
         let Target {
             authority,
@@ -293,15 +248,15 @@ impl UpstreamClient {
                     let keep_alive = keep_alive && finished;
                     let stream = Idle::new(stream, self.inner.idle_timeout);
                     let mut body =
-                        UpstreamBody::new(stream, buf, framing, keep_alive, pool.clone(), slot);
+                        ResponseBody::new(stream, buf, framing, keep_alive, pool.clone(), slot);
                     // A body whose first bytes came with the head and are malformed is
                     // known bad before anything has been answered: 502, not a head and
                     // then a reset.
                     body.peek().map_err(|err| match err.kind() {
                         io::ErrorKind::InvalidData => {
-                            UpstreamError::Protocol("malformed response body")
+                            ClientError::Protocol("malformed response body")
                         }
-                        _ => UpstreamError::Io(err),
+                        _ => ClientError::Io(err),
                     })?;
                     return Ok(response.map(|()| body));
                 }
@@ -310,18 +265,18 @@ impl UpstreamClient {
                     fresh = true;
                 }
                 Err(ReadError::Closed) => {
-                    return Err(UpstreamError::Io(
+                    return Err(ClientError::Io(
                         write_error.unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into()),
                     ));
                 }
-                Err(ReadError::Io(err)) => return Err(UpstreamError::Io(err)),
-                Err(ReadError::Protocol(why)) => return Err(UpstreamError::Protocol(why)),
+                Err(ReadError::Io(err)) => return Err(ClientError::Io(err)),
+                Err(ReadError::Protocol(why)) => return Err(ClientError::Protocol(why)),
             }
         }
     }
 }
 
-/// An upstream server ([`UpstreamClient::target`]).
+/// An upstream server ([`Client::target`]).
 #[derive(Debug, Clone)]
 pub struct Target {
     /// For `Host` and the pool.
@@ -374,12 +329,12 @@ fn request_head(
     head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     head.extend_from_slice(authority.as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        // Ours to set (framing, host) or about the client's own connection: hyper has
-        // already answered `Expect`, and the body is always sent.
-        // (One `match` on the text: cheaper than comparing `HeaderName`s one by one.)
-        if matches!(
-            name.as_str(),
+    // Ours to set (framing, host) or about the caller's own connection: the server has
+    // already answered `Expect`, and the body is always sent. (One `match` on the text:
+    // cheaper than comparing `HeaderName`s one by one.)
+    push_headers(&mut head, &parts.headers, |name| {
+        matches!(
+            name,
             "host"
                 | "content-length"
                 | "transfer-encoding"
@@ -389,21 +344,14 @@ fn request_head(
                 | "te"
                 | "keep-alive"
                 | "proxy-connection"
-        ) {
-            continue;
-        }
-        push_header(&mut head, name, value);
-    }
+        )
+    });
     match (has_body, size.exact()) {
-        (true, Some(len)) => {
-            head.extend_from_slice(b"content-length: ");
-            push_decimal(&mut head, len);
-            head.extend_from_slice(b"\r\n");
-        }
-        (true, None) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        (true, Some(len)) => push_framing(&mut head, Out::Length(len)),
+        (true, None) => push_framing(&mut head, Out::Chunked),
         // An empty body still says so where the method usually carries one.
         (false, _) if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => {
-            head.extend_from_slice(b"content-length: 0\r\n");
+            push_length(&mut head, 0);
         }
         (false, _) => {}
     }
@@ -413,7 +361,7 @@ fn request_head(
 
 enum WriteError {
     Io(io::Error),
-    Body(axum::Error),
+    Body(BoxError),
 }
 
 /// What [`exchange`] got.
@@ -430,18 +378,21 @@ struct Exchanged {
 /// the request has been sent. A body goes up within `deadlines.upload`, its writes failing
 /// after `idle` without progress, while the answer is watched for: one that comes first
 /// ends the upload.
-async fn exchange(
+async fn exchange<B>(
     stream: &mut TcpStream,
     head: &[u8],
-    body: Option<Body>,
+    body: Option<B>,
     head_request: bool,
     deadlines: Deadlines,
     idle: Duration,
-) -> Result<Exchanged, UpstreamError> {
-    async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Result<T, UpstreamError> {
+) -> Result<Exchanged, ClientError>
+where
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+{
+    async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Result<T, ClientError> {
         tokio::time::timeout(limit, work)
             .await
-            .map_err(|_| UpstreamError::Timeout)
+            .map_err(|_| ClientError::Timeout)
     }
     let Some(body) = body else {
         // A head alone goes at once: written and answered within the wait.
@@ -473,9 +424,9 @@ async fn exchange(
                 finished: true,
                 write_error: None,
             }),
-            Err(WriteError::Body(err)) => Err(UpstreamError::RequestBody(err)),
+            Err(WriteError::Body(err)) => Err(ClientError::RequestBody(err)),
             Err(WriteError::Io(err)) if err.kind() == io::ErrorKind::TimedOut => {
-                Err(UpstreamError::Timeout)
+                Err(ClientError::Timeout)
             }
             // The upstream may have answered and closed: its answer is still worth reading.
             Err(WriteError::Io(err)) => Ok(Exchanged {
@@ -490,48 +441,29 @@ async fn exchange(
 /// Writes the head, then the body (`Content-Length` when its size is known, chunked
 /// otherwise). A body that fails or does not match its declared size leaves the request
 /// unfinished, so the upstream never takes a truncated body for a whole one.
-async fn write_request<W: AsyncWrite + Unpin>(
-    stream: &mut W,
-    head: &[u8],
-    body: Option<Body>,
-) -> Result<(), WriteError> {
+async fn write_request<W, B>(stream: &mut W, head: &[u8], body: Option<B>) -> Result<(), WriteError>
+where
+    W: AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+{
     let Some(mut body) = body else {
         return stream.write_all(head).await.map_err(WriteError::Io);
     };
-    let declared = body.size_hint().exact();
-    stream.write_all(head).await.map_err(WriteError::Io)?;
-    let mut sent: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(WriteError::Body)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if data.is_empty() {
-            continue;
-        }
-        sent += data.len() as u64;
-        match declared {
-            Some(len) if sent > len => {
-                return Err(WriteError::Body(axum::Error::new(
-                    "the body outgrew its length",
-                )));
-            }
-            Some(_) => stream.write_all(&data).await.map_err(WriteError::Io)?,
-            None => {
-                let mut size = Vec::with_capacity(18);
-                push_chunk_size(&mut size, data.len());
-                stream.write_all(&size).await.map_err(WriteError::Io)?;
-                stream.write_all(&data).await.map_err(WriteError::Io)?;
-                stream.write_all(b"\r\n").await.map_err(WriteError::Io)?;
-            }
-        }
-    }
-    match declared {
-        Some(len) if sent != len => Err(WriteError::Body(axum::Error::new(
-            "the body ended before its length",
-        ))),
-        Some(_) => Ok(()),
-        None => stream.write_all(b"0\r\n\r\n").await.map_err(WriteError::Io),
+    // As the head said (`request_head`).
+    let framing = match body.size_hint().exact() {
+        Some(len) => Out::Length(len),
+        None => Out::Chunked,
+    };
+    let mut out = Vec::with_capacity(head.len() + 4096);
+    out.extend_from_slice(head);
+    match write_body(stream, &mut out, &mut body, framing)
+        .await
+        .map_err(WriteError::Io)?
+    {
+        BodyEnd::Complete => Ok(()),
+        BodyEnd::Short => Err(WriteError::Body("the body ended before its length".into())),
+        BodyEnd::TooLong => Err(WriteError::Body("the body outgrew its length".into())),
+        BodyEnd::Failed(err) => Err(WriteError::Body(err)),
     }
 }
 
@@ -709,8 +641,8 @@ fn parse_head(
 /// A response body read from the upstream connection as the client takes it. The
 /// connection returns to its pool as soon as the last byte is read.
 #[derive(Debug)]
-pub struct UpstreamBody {
-    /// The first piece, decoded from what came with the head ([`UpstreamBody::peek`]).
+pub struct ResponseBody {
+    /// The first piece, decoded from what came with the head ([`ResponseBody::peek`]).
     peeked: Option<Bytes>,
     /// An upstream that sends nothing of the body for the client's idle timeout fails it.
     stream: Option<Idle<TcpStream>>,
@@ -722,7 +654,7 @@ pub struct UpstreamBody {
     slot: Option<OwnedSemaphorePermit>,
 }
 
-impl UpstreamBody {
+impl ResponseBody {
     fn new(
         stream: Idle<TcpStream>,
         buf: BytesMut,
@@ -777,7 +709,7 @@ impl UpstreamBody {
     }
 }
 
-impl http_body::Body for UpstreamBody {
+impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = io::Error;
 

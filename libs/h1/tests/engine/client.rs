@@ -1,4 +1,4 @@
-//! The proxy's HTTP/1.1 client against loopback upstreams that answer scripted bytes:
+//! The engine's HTTP/1.1 client against loopback upstreams that answer scripted bytes:
 //! connection reuse, every response framing of RFC 9112 §6, interim responses, refused
 //! framings, truncation, a body that stalls, stale pooled connections, and request bodies
 //! as hyper reads them.
@@ -15,7 +15,9 @@ use axum::{Router, body::Body, extract::Request, response::IntoResponse};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
-use ic_gateway::upstream::{Deadlines, UpstreamClient, UpstreamError};
+use ic_h1::client::{
+    Client as UpstreamClient, ClientError as UpstreamError, Deadlines, ResponseBody,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -502,7 +504,7 @@ async fn send_within(
     request: Request,
     upload: Duration,
     answer: Duration,
-) -> Result<http::Response<ic_gateway::upstream::UpstreamBody>, UpstreamError> {
+) -> Result<http::Response<ResponseBody>, UpstreamError> {
     let target = client.target(request.uri()).unwrap();
     let deadlines = Deadlines { upload, answer };
     tokio::time::timeout(

@@ -1,38 +1,36 @@
-//! HTTP/1.1 message framing shared by the kit's server ([`crate::serve`]) and its
-//! upstream client ([`crate::upstream`]): reading `Content-Length` and
-//! `Transfer-Encoding` (RFC 9112 §6), decoding a body from a socket, writing header lines;
-//! where parsed header lines lie in a head; the idle timeout of a connection's reads and
-//! writes.
+//! HTTP/1.1 message framing shared by the server ([`crate::server`]) and the client
+//! ([`crate::client`]): reading `Content-Length` and `Transfer-Encoding` (RFC 9112 §6),
+//! decoding a body from a socket, writing header lines and chunk sizes; where parsed
+//! header lines lie in a head.
 
 use std::{
     io,
     ops::Range,
     pin::Pin,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 use http_body::SizeHint;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncRead;
 
 /// Read buffer size, and how much more is asked of the socket once it is used up.
-pub(crate) const READ_CHUNK: usize = 16 * 1024;
+pub const READ_CHUNK: usize = 16 * 1024;
 /// Longest chunk-size or trailer line accepted.
 const MAX_CHUNK_LINE: usize = 8 * 1024;
 /// Bytes of chunk-size lines past the size itself (extensions, padding), and of trailer
 /// lines, accepted per body, each (hyper allows 16 KiB of each too). Without a cap, a
 /// peer could send megabytes of extensions around one byte of data per chunk, or trickle
 /// trailer lines, and hold the connection (and its upstream) for as long as it likes.
-pub(crate) const MAX_CHUNK_OVERHEAD: usize = 16 * 1024;
+pub const MAX_CHUNK_OVERHEAD: usize = 16 * 1024;
 /// A chunk-size line this long or shorter costs nothing of [`MAX_CHUNK_OVERHEAD`]: 16 hex
 /// digits are the largest size there is.
 const PLAIN_CHUNK_LINE: usize = 16;
 
 /// How a message body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// No body (or the body has been read).
     Empty,
     /// `Content-Length`.
@@ -45,7 +43,7 @@ pub(crate) enum Framing {
 
 /// The framing headers of one message as read.
 #[derive(Debug, Default)]
-pub(crate) struct FramingHeaders {
+pub struct FramingHeaders {
     /// The `Content-Length`, if any (all its values agreed).
     pub length: Option<u64>,
     /// `Transfer-Encoding` seen: whether its last coding is `chunked`.
@@ -56,7 +54,7 @@ pub(crate) struct FramingHeaders {
 
 /// Why the framing headers cannot be believed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FramingError {
+pub enum FramingError {
     /// A `Content-Length` value that is not a plain decimal number.
     InvalidLength,
     /// `Content-Length` values that differ.
@@ -102,7 +100,7 @@ impl FramingHeaders {
 }
 
 /// Appends `name: value\r\n`.
-pub(crate) fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+pub fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
@@ -110,7 +108,7 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderVa
 }
 
 /// Appends a decimal number.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -125,7 +123,7 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// Appends a chunk-size line (`{len:x}\r\n`).
-pub(crate) fn push_chunk_size(out: &mut Vec<u8>, mut len: usize) {
+pub fn push_chunk_size(out: &mut Vec<u8>, mut len: usize) {
     let mut digits = [0u8; 16];
     let mut at = digits.len();
     loop {
@@ -154,9 +152,10 @@ enum Chunk {
 }
 
 /// Decodes one body from a socket and the bytes already read from it. Bytes after the
-/// body stay in the buffer.
+/// body stay in the buffer. Chunk extensions and trailers are capped
+/// ([`MAX_CHUNK_OVERHEAD`]), chunk lines with control bytes refused.
 #[derive(Debug)]
-pub(crate) struct Decoder {
+pub struct Decoder {
     framing: Framing,
     /// Bytes left of a `Content-Length` body.
     remaining: u64,
@@ -167,6 +166,7 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder for a body framed so.
     pub fn new(framing: Framing) -> Self {
         let framing = match framing {
             Framing::Length(0) => Framing::Empty,
@@ -189,6 +189,7 @@ impl Decoder {
         self.framing == Framing::Empty
     }
 
+    /// What is known of the size of the rest of the body.
     pub fn size_hint(&self) -> SizeHint {
         match self.framing {
             Framing::Empty => SizeHint::with_exact(0),
@@ -352,7 +353,7 @@ impl Decoder {
 }
 
 /// Reads more from `io` into `buf`; `Ok(0)` at EOF.
-pub(crate) fn poll_fill<R: AsyncRead + ?Sized>(
+pub fn poll_fill<R: AsyncRead + ?Sized>(
     io: Pin<&mut R>,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
@@ -365,125 +366,6 @@ pub(crate) fn poll_fill<R: AsyncRead + ?Sized>(
 
 fn cut_off() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed mid-body")
-}
-
-/// An I/O half whose reads and writes fail with `TimedOut` once one has made no progress
-/// for `idle` (never, when `idle` is too long to add to the clock). Its timer is made the
-/// first time an operation has to wait and re-armed only when a new wait begins: an
-/// operation that completes at once costs nothing.
-#[derive(Debug)]
-pub struct Idle<T> {
-    io: T,
-    idle: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    waiting: bool,
-}
-
-impl<T> Idle<T> {
-    /// Wraps `io`.
-    pub fn new(io: T, idle: Duration) -> Self {
-        Self {
-            io,
-            idle,
-            timer: None,
-            waiting: false,
-        }
-    }
-
-    /// The wrapped half.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
-    /// The wrapped half, for good.
-    pub fn into_inner(self) -> T {
-        self.io
-    }
-
-    /// Passes a finished operation on; for a pending one, runs the timer.
-    fn watch<R>(
-        &mut self,
-        cx: &mut Context<'_>,
-        polled: Poll<io::Result<R>>,
-    ) -> Poll<io::Result<R>> {
-        if polled.is_ready() {
-            self.waiting = false;
-            return polled;
-        }
-        if !self.waiting {
-            self.waiting = true;
-            let Some(deadline) = tokio::time::Instant::now().checked_add(self.idle) else {
-                self.timer = None;
-                return Poll::Pending;
-            };
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        let Some(timer) = &mut self.timer else {
-            // No deadline: the wait is the operation's alone.
-            return Poll::Pending;
-        };
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.waiting = false;
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "nothing was sent or taken for {} s",
-                        self.idle.as_secs_f32()
-                    ),
-                )))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        self.watch(cx, polled)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.io).poll_write(cx, data);
-        self.watch(cx, polled)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.io).poll_flush(cx);
-        self.watch(cx, polled)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
-        self.watch(cx, polled)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.watch(cx, polled)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
 }
 
 /// Where each parsed header's name and value lie in `buf`, the buffer they were parsed

@@ -1,0 +1,4 @@
+//! The engine's integration tests: one binary (one link on two cores).
+
+mod client;
+mod server;
