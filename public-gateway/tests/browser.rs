@@ -15,9 +15,19 @@ use public_gateway::{App, config::Config};
 async fn serve_page(gateway_port: u16) -> SocketAddr {
     let page = format!(
         r#"<!doctype html><html><body><p id="out">pending</p><script>
-fetch("http://127.0.0.1:{gateway_port}/api/v1/services")
-  .then(r => r.json())
-  .then(j => {{ document.getElementById("out").textContent = "read:" + j.services[0].title; }})
+fetch("http://127.0.0.1:{gateway_port}/api/v1/services", {{
+  headers: {{
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "If-None-Match": "\"not-this-one\""
+  }}
+}})
+  .then(r => r.json().then(j => [r, j]))
+  .then(([r, j]) => {{
+    document.getElementById("out").textContent = "read:" + j.services[0].title
+      + " etag:" + (r.headers.get("etag") ? "yes" : "no")
+      + " correlation:" + (r.headers.get("x-correlation-id") ? "yes" : "no")
+      + " trace:" + (r.headers.get("x-trace-id") || "none");
+  }})
   .catch(e => {{ document.getElementById("out").textContent = "blocked:" + e.name; }});
 </script></body></html>"#
     );
@@ -61,6 +71,12 @@ async fn a_page_from_an_allowed_origin_reads_the_api_and_another_origin_is_block
     assert!(
         dom.contains("read:Browser check"),
         "the allowed origin reads the list: {dom}"
+    );
+    // Its trace context and validator were let through the preflight, and the page
+    // reads the validator and the ids.
+    assert!(
+        dom.contains("etag:yes correlation:yes trace:0af7651916cd43dd8448eb211c80319c"),
+        "the page sends traceparent and If-None-Match and reads ETag and the ids: {dom}"
     );
     let dom = load(format!("http://{other}/")).await;
     assert!(

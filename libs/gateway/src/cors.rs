@@ -20,7 +20,10 @@ pub struct CorsPolicy {
     max_age: HeaderValue,
 }
 
-const PUBLIC_EXPOSE: &str = "X-Correlation-ID, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After";
+/// What a page may read of an answer: the validator, the ids and the rate limits.
+const PUBLIC_EXPOSE: &str = "ETag, X-Correlation-ID, X-Request-ID, X-Trace-ID, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After";
+/// What a page may send: its trace context and a validator besides the usual.
+const ALLOW_HEADERS: &str = "Content-Type, Authorization, X-Correlation-ID, X-Request-ID, traceparent, tracestate, If-None-Match";
 
 impl CorsPolicy {
     /// The public gateway's policy for `origins` (`PUBLIC_WEBSITE_ORIGINS`).
@@ -28,7 +31,7 @@ impl CorsPolicy {
         Self::new(
             origins,
             &[Method::GET, Method::HEAD, Method::OPTIONS],
-            "Content-Type, X-Correlation-ID, X-Request-ID, Authorization",
+            ALLOW_HEADERS,
             false,
         )
     }
@@ -44,7 +47,7 @@ impl CorsPolicy {
                 Method::DELETE,
                 Method::OPTIONS,
             ],
-            "Content-Type, X-Correlation-ID, X-Request-ID, Authorization",
+            ALLOW_HEADERS,
             true,
         )
     }

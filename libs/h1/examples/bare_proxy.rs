@@ -28,7 +28,7 @@ const REQUEST_HEADERS: [(&str, &str); 6] = [
     ("x-forwarded-host", "127.0.0.1"),
 ];
 
-const RESPONSE_HEADERS: [(&str, &str); 17] = [
+const RESPONSE_HEADERS: [(&str, &str); 20] = [
     ("ratelimit-limit", "1000000"),
     ("ratelimit-remaining", "999999"),
     ("ratelimit-reset", "1"),
@@ -38,10 +38,19 @@ const RESPONSE_HEADERS: [(&str, &str); 17] = [
     ("vary", "Origin"),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("content-security-policy", "default-src 'self'"),
+    (
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'",
+    ),
     ("strict-transport-security", "max-age=31536000"),
     ("referrer-policy", "strict-origin-when-cross-origin"),
-    ("server", "international-center"),
+    (
+        "permissions-policy",
+        "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()",
+    ),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "cross-origin"),
+    ("x-permitted-cross-domain-policies", "none"),
     ("x-correlation-id", "8e4a2089-d386-4c51-a5a9-42f20b151121"),
     ("x-request-id", "7c930d43-a63c-47b2-bdf6-6ff8a59c0c31"),
     ("x-trace-id", "2770424486b795d68ff7942ccac96bcf"),
