@@ -1,5 +1,6 @@
 //! A small webhook receiver for local development (`cargo xtask up` runs it on 8090):
-//! prints every delivery it gets and whether its Standard Webhooks signature verifies.
+//! prints every delivery it gets and whether it verifies as a subscriber's would, with
+//! the official Standard Webhooks library (signature, and a timestamp within 5 minutes).
 //!
 //! Usage: `webhook_receiver` with `WEBHOOK_RECEIVER_PORT` (default 8090) and
 //! `WEBHOOK_SECRET` (`whsec_…`).
@@ -8,7 +9,7 @@
 use std::net::SocketAddr;
 
 use axum::{Router, body::Bytes, http::HeaderMap, http::StatusCode};
-use broadcaster::domain::signing::{WebhookSecret, signature_header};
+use standardwebhooks::Webhook;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers
@@ -23,30 +24,26 @@ async fn main() {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(8090);
-    let secret = std::env::var("WEBHOOK_SECRET")
-        .ok()
-        .and_then(|s| WebhookSecret::parse(&s).ok())
-        .expect("WEBHOOK_SECRET: a whsec_… secret");
+    let secret = std::env::var("WEBHOOK_SECRET").expect("WEBHOOK_SECRET: a whsec_… secret");
+    let webhook =
+        std::sync::Arc::new(Webhook::new(&secret).expect("WEBHOOK_SECRET: a whsec_… secret"));
     let router = Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-        let secret = secret.clone();
+        let webhook = webhook.clone();
         async move {
             let id = header(&headers, "webhook-id");
-            let timestamp: i64 = header(&headers, "webhook-timestamp")
-                .parse()
-                .unwrap_or_default();
-            let expected = signature_header(std::slice::from_ref(&secret), id, timestamp, &body);
-            let verified = header(&headers, "webhook-signature")
-                .split(' ')
-                .any(|s| s == expected);
+            let verified = webhook.verify(&body, &headers);
             let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             println!(
                 "webhook {} {} subject={} webhook-id={id} signature={}",
                 event["time"].as_str().unwrap_or("?"),
                 event["type"].as_str().unwrap_or("?"),
                 event["subject"].as_str().unwrap_or("?"),
-                if verified { "verified" } else { "INVALID" },
+                match &verified {
+                    Ok(()) => "verified".to_owned(),
+                    Err(err) => format!("INVALID ({err})"),
+                },
             );
-            if verified {
+            if verified.is_ok() {
                 StatusCode::NO_CONTENT
             } else {
                 StatusCode::UNAUTHORIZED

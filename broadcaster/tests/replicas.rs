@@ -9,7 +9,7 @@ use std::{
 };
 
 use common::{Receiver, Reply, publish, subscription};
-use ic_testkit::NatsServer;
+use ic_testkit::{NatsServer, process::Signal};
 
 /// A broadcaster process.
 struct Process {
@@ -46,16 +46,12 @@ impl Process {
     }
 
     fn kill_9(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status();
+        ic_testkit::process::signal(self.child.id(), Signal::KILL).expect("SIGKILL");
         let _ = self.child.wait();
     }
 
     fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        ic_testkit::process::signal(self.child.id(), Signal::TERM).expect("SIGTERM");
         self.child.wait().ok().and_then(|s| s.code())
     }
 }

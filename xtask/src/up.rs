@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use ic_testkit::{NatsServer, PostgresServer};
+use ic_testkit::{
+    NatsServer, PostgresServer,
+    process::{self, Signal},
+};
 use serde_json::{Value, json};
 
 use crate::{cargo, deps, run, workspace_root};
@@ -72,10 +75,7 @@ struct Service {
 impl Drop for Service {
     fn drop(&mut self) {
         // SIGTERM first so the service drains and flushes its outbox.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = process::signal(self.child.id(), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -111,7 +111,7 @@ fn spawn(
     let log = logs.join(format!("{name}.log"));
     let file = std::fs::File::create(&log)?;
     let target = crate::target_dir().join("debug").join(binary);
-    let mut cmd = Command::new(target);
+    let mut cmd = Command::new(&target);
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("ENVIRONMENT", "development")
         .env("LOG_FORMAT", "pretty");
@@ -121,10 +121,7 @@ fn spawn(
         cmd.stdout(file.try_clone()?).stderr(file);
     }
     let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-    std::fs::write(
-        dev_dir().join(format!("{name}.pid")),
-        child.id().to_string(),
-    )?;
+    process::write_pid_file(&dev_dir().join(format!("{name}.pid")), child.id(), &target)?;
     Ok(Service { name, child, log })
 }
 
@@ -180,7 +177,14 @@ pub fn up() -> anyhow::Result<()> {
         "==> starting PostgreSQL on {PG_PORT} and nats-server on {NATS_PORT} (data in .dev/)"
     );
     let _postgres = PostgresServer::start_at(&dev.join("postgres"), PG_PORT);
-    let _nats = NatsServer::start_at(&dev.join("nats"), NATS_PORT);
+    let nats = NatsServer::start_at(&dev.join("nats"), NATS_PORT);
+    if let Some(pid) = nats.pid() {
+        process::write_pid_file(
+            &dev.join("nats-server.pid"),
+            pid,
+            &ic_testkit::find_binary("nats-server"),
+        )?;
+    }
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -267,8 +271,8 @@ fn print_banner(base: &str, gateway: &str, broadcaster: &str) {
          \n  curl -s {gateway}/api/v1/services?limit=3\
          \n  curl -s '{gateway}/services/search?q=clinics'\
          \n  curl -s -X POST {base}/admin/api/v1/services -H 'content-type: application/json' -H 'x-user-id: editor-1' \\\
-         \n       -d '{{\"title\":\"Travel vaccinations\",\"description\":\"Vaccines and advice before you travel.\",\"delivery_mode\":\"outpatient_service\"}}'\
-         \n  (admin writes go straight to services-api until the admin gateway lands)\n"
+         \n       -d \"{{\\\"title\\\":\\\"Travel vaccinations $(date +%s)\\\",\\\"description\\\":\\\"Vaccines and advice before you travel.\\\",\\\"delivery_mode\\\":\\\"outpatient_service\\\"}}\"\
+         \n  (repeatable: the title, and so the slug, carries the time; admin writes go straight to services-api until the admin gateway lands)\n"
     );
 }
 
@@ -470,12 +474,12 @@ pub fn down(wipe: bool) -> anyhow::Result<()> {
     {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "pid") {
-            if let Ok(pid) = std::fs::read_to_string(&path) {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.trim())
-                    .stderr(Stdio::null())
-                    .status();
+            // Only a process still running the program `up` started is signalled: after
+            // a reboot or a clean stop, the pid may be anyone's.
+            match process::signal_pid_file(&path, Signal::TERM) {
+                Ok(true) => eprintln!("stopped {}", path.display()),
+                Ok(false) => {}
+                Err(err) => eprintln!("could not stop {}: {err}", path.display()),
             }
             let _ = std::fs::remove_file(&path);
         }
@@ -491,9 +495,6 @@ pub fn down(wipe: bool) -> anyhow::Result<()> {
             .args(["-m", "fast", "stop"])
             .status();
     }
-    let _ = Command::new("pkill")
-        .args(["-f", &format!("nats-server.*{NATS_PORT}")])
-        .status();
     if wipe && dev.exists() {
         std::fs::remove_dir_all(&dev).context("removing .dev/")?;
         eprintln!("removed .dev/");

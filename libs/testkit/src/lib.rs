@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod fake_loki;
+pub mod process;
 
 use std::{
     future::Future,
@@ -183,6 +184,11 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `nats://127.0.0.1:<port>`.
