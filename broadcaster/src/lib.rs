@@ -113,18 +113,7 @@ pub fn app(
 pub fn metrics_app(metrics: Metrics) -> Router {
     Router::new().route(
         "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
+        get(ic_telemetry::metrics_handler).with_state(metrics.http),
     )
 }
 

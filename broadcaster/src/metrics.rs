@@ -30,6 +30,12 @@ struct SubscriptionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    subscription: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConsumerLabel {
     consumer: String,
 }
@@ -55,6 +61,7 @@ pub struct Metrics {
     nats_connected: Gauge,
     durations: Family<SubscriptionLabel, Histogram>,
     dead_letters: Family<SubscriptionLabel, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
     lag: Histogram,
     pending: Family<ConsumerLabel, Gauge<i64, AtomicI64>>,
 }
@@ -102,6 +109,12 @@ impl Default for Metrics {
             "Deliveries moved to IC_DEAD_LETTERS, by subscription",
             dead_letters.clone(),
         );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "broadcaster_deliveries",
+            "Webhook calls by subscription and result (delivered: 2xx; failed: anything else, to be retried or dead-lettered)",
+            deliveries.clone(),
+        );
         let lag = Histogram::new(LAG_BUCKETS);
         registry.register(
             "broadcaster_delivery_lag_seconds",
@@ -114,6 +127,11 @@ impl Default for Metrics {
             "Messages waiting in a JetStream consumer (broadcaster-workers, deliveries-<id>)",
             pending.clone(),
         );
+        // Every known result at zero from the start ("avoid missing metrics"): a rate
+        // over them works before the first event.
+        for result in PROCESSED_RESULTS {
+            let _ = processed.get_or_create(&ResultLabel { result });
+        }
         Self {
             http: HttpMetrics::with_registry(registry),
             processed,
@@ -121,11 +139,17 @@ impl Default for Metrics {
             nats_connected,
             durations,
             dead_letters,
+            deliveries,
             lag,
             pending,
         }
     }
 }
+
+/// The results of [`Metrics::processed`].
+const PROCESSED_RESULTS: [&str; 3] = ["fanned_out", "invalid", "retried"];
+/// The status classes of [`Metrics::request`].
+pub const STATUS_CLASSES: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "timeout", "error"];
 
 impl Metrics {
     /// One event processed.
@@ -138,8 +162,19 @@ impl Metrics {
         self.processed.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// One webhook call and its duration.
+    /// One webhook call and its duration (status class: one of [`STATUS_CLASSES`]); a 2xx
+    /// is a delivery, anything else a failed attempt.
     pub fn request(&self, subscription: &str, status_class: &'static str, seconds: f64) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                subscription: subscription.to_owned(),
+                result: if status_class == "2xx" {
+                    "delivered"
+                } else {
+                    "failed"
+                },
+            })
+            .inc();
         self.requests
             .get_or_create(&RequestLabels {
                 subscription: subscription.to_owned(),
@@ -153,12 +188,27 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Creates a subscription's series at zero, so alerts see them before the first
-    /// dead letter.
+    /// Creates a configured subscription's series at zero (calls by status class and
+    /// result, latency, dead letters), so dashboards and alerts see them before the first
+    /// event.
     pub fn add_subscription(&self, subscription: &str) {
-        let _ = self.dead_letters.get_or_create(&SubscriptionLabel {
+        let label = SubscriptionLabel {
             subscription: subscription.to_owned(),
-        });
+        };
+        let _ = self.dead_letters.get_or_create(&label);
+        let _ = self.durations.get_or_create(&label);
+        for status_class in STATUS_CLASSES {
+            let _ = self.requests.get_or_create(&RequestLabels {
+                subscription: subscription.to_owned(),
+                status_class,
+            });
+        }
+        for result in ["delivered", "failed"] {
+            let _ = self.deliveries.get_or_create(&DeliveryLabels {
+                subscription: subscription.to_owned(),
+                result,
+            });
+        }
     }
 
     /// A delivery became a dead letter.

@@ -397,10 +397,25 @@ async fn metrics_are_exported_under_their_specified_names() {
         &[],
     )
     .await;
+    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
+    // Before any event, every series whose labels are known is there at zero.
+    let before = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    for zero in [
+        r#"broadcaster_messages_processed_total{result="fanned_out"} 0"#,
+        r#"broadcaster_messages_processed_total{result="invalid"} 0"#,
+        r#"broadcaster_webhook_requests_total{subscription="m",status_class="2xx"} 0"#,
+        r#"broadcaster_webhook_requests_total{subscription="m",status_class="timeout"} 0"#,
+        r#"broadcaster_request_duration_seconds_count{subscription="m"} 0"#,
+        r#"broadcaster_deliveries_total{subscription="m",result="delivered"} 0"#,
+        r#"broadcaster_deliveries_total{subscription="m",result="failed"} 0"#,
+        r#"broadcaster_dead_letters_total{subscription="m"} 0"#,
+    ] {
+        assert!(before.contains(zero), "{zero} missing from:\n{before}");
+    }
+    ic_testkit::promtool_check_metrics(&before).unwrap();
     let js = common::jetstream(&nats.url()).await;
     publish(&js, "published").await;
     receiver.wait_for("/hook", 1).await;
-    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
     let text = ic_testkit::eventually(Duration::from_secs(10), "metrics", || async {
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
         text.contains("broadcaster_delivery_lag_seconds_count 1")
@@ -410,6 +425,7 @@ async fn metrics_are_exported_under_their_specified_names() {
     for name in [
         r#"broadcaster_messages_processed_total{result="fanned_out"} 1"#,
         r#"broadcaster_webhook_requests_total{subscription="m",status_class="2xx"} 1"#,
+        r#"broadcaster_deliveries_total{subscription="m",result="delivered"} 1"#,
         "broadcaster_nats_connected 1",
         r#"broadcaster_request_duration_seconds_bucket{le="#,
         "broadcaster_dead_letters_total",
@@ -417,6 +433,7 @@ async fn metrics_are_exported_under_their_specified_names() {
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    ic_testkit::promtool_check_metrics(&text).unwrap();
     broadcaster.stop().await;
 }
 

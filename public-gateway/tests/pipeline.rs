@@ -823,6 +823,22 @@ async fn health_reports_middleware_status_and_readiness_of_upstreams() {
         ),
         "the gateway's own routes are labelled by their path: {text}"
     );
+    ic_testkit::promtool_check_metrics(&text).unwrap();
+    let openmetrics = call(&router, {
+        let mut request = get("/metrics");
+        request.headers_mut().insert(
+            "accept",
+            "application/openmetrics-text;version=1.0.0"
+                .parse()
+                .unwrap(),
+        );
+        request
+    })
+    .await;
+    assert!(
+        String::from_utf8_lossy(&openmetrics.bytes).ends_with("# EOF\n"),
+        "OpenMetrics when asked for"
+    );
 }
 
 #[sqlx::test(migrations = false)]

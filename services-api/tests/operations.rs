@@ -169,4 +169,14 @@ async fn metrics_label_requests_by_route_template_never_by_raw_id(pool: PgPool) 
         !text.contains(id) && !text.contains("/no/such/path"),
         "{text}"
     );
+    // The classic text format unless OpenMetrics is asked for, and clean for promtool.
+    assert_eq!(
+        res.headers["content-type"],
+        ic_telemetry::PROMETHEUS_CONTENT_TYPE
+    );
+    assert!(
+        text.contains("# TYPE http_server_requests_total counter"),
+        "{text}"
+    );
+    ic_testkit::promtool_check_metrics(&text).unwrap();
 }

@@ -5,12 +5,13 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// (binary, Debian package) pairs the test suite needs.
-pub const TEST_PACKAGES: [(&str, &str); 5] = [
+pub const TEST_PACKAGES: [(&str, &str); 6] = [
     ("initdb", "postgresql"),
     ("pg_dump", "postgresql-client"),
     ("nats-server", "nats-server"),
     ("redis-server", "redis-server"),
     ("chromium", "chromium"),
+    ("promtool", "prometheus"),
 ];
 
 /// (binary, Debian package) pairs `up` needs.

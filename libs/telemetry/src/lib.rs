@@ -10,5 +10,8 @@ mod metrics;
 mod trace_context;
 
 pub use logging::{LogFormat, TelemetryConfig, TelemetryGuard, init, otlp_traces_endpoint};
-pub use metrics::{HttpMetrics, RouteLabel, Tracked, metrics_handler, track, track_http};
+pub use metrics::{
+    HttpMetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, RouteLabel, Tracked,
+    metrics_handler, track, track_http,
+};
 pub use trace_context::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId, link_span};

@@ -152,12 +152,32 @@ impl HttpMetrics {
         handles
     }
 
-    /// The registry in the text exposition format.
+    /// The registry in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// The registry as a scraper asked for it (its `Accept` header): OpenMetrics when it
+    /// names `application/openmetrics-text`, else the classic Prometheus text format
+    /// 0.0.4, which `promtool check metrics` and older consumers read.
+    pub fn exposition(&self, accept: Option<&HeaderValue>) -> Response {
+        let openmetrics = accept
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/openmetrics-text"));
+        let text = self.render();
+        let (content_type, body) = if openmetrics {
+            (OPENMETRICS_CONTENT_TYPE, text)
+        } else {
+            (PROMETHEUS_CONTENT_TYPE, classic_text(&text))
+        };
+        (
+            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            body,
+        )
+            .into_response()
     }
 }
 
@@ -243,16 +263,64 @@ fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
-/// `GET /metrics`.
-pub async fn metrics_handler(State(metrics): State<HttpMetrics>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        metrics.render(),
-    )
-        .into_response()
+/// The content type of [`HttpMetrics::render`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`, in the format the scraper's `Accept` asks for
+/// ([`HttpMetrics::exposition`]).
+pub async fn metrics_handler(
+    State(metrics): State<HttpMetrics>,
+    headers: http::HeaderMap,
+) -> Response {
+    metrics.exposition(headers.get(header::ACCEPT))
+}
+
+/// OpenMetrics text as the classic Prometheus text format 0.0.4: a counter family `x` is
+/// named by its sample `x_total` in `# HELP`/`# TYPE` (else the classic parser takes the
+/// samples for untyped ones and loses the help), `_created` samples, `# UNIT` lines and
+/// `# EOF` go, and the rest is the same in both.
+fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut counters: Vec<&str> = Vec::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.push(name);
+        }
+    }
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| line.strip_prefix(prefix).map(|rest| (prefix, rest)));
+        if let Some((prefix, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if counters.contains(&name) {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        } else {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            if let Some(family) = name.strip_suffix("_created")
+                && counters.contains(&family)
+            {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -292,6 +360,46 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("/items/1"), "{text}");
+    }
+
+    #[test]
+    fn the_classic_text_format_names_counters_by_their_samples_and_has_no_eof() {
+        let metrics = HttpMetrics::default();
+        metrics.observe("GET", "/a", 200, 0.001);
+        let classic = classic_text(&metrics.render());
+        assert!(
+            classic.contains("# TYPE http_server_requests_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP http_server_requests_total "),
+            "{classic}"
+        );
+        assert!(
+            classic.contains(
+                "http_server_requests_total{method=\"GET\",route=\"/a\",status=\"200\"} 1\n"
+            ),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE http_server_request_duration_seconds histogram\n"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(!classic.contains("_created"), "{classic}");
+
+        let asked = |accept: Option<&'static str>| {
+            let response = metrics.exposition(accept.map(HeaderValue::from_static).as_ref());
+            response.headers()[header::CONTENT_TYPE].clone()
+        };
+        assert_eq!(asked(None), PROMETHEUS_CONTENT_TYPE);
+        assert_eq!(asked(Some("text/plain")), PROMETHEUS_CONTENT_TYPE);
+        assert_eq!(
+            asked(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
+            OPENMETRICS_CONTENT_TYPE
+        );
     }
 
     #[test]

@@ -434,3 +434,37 @@ impl Drop for PostgresServer {
             .output();
     }
 }
+
+/// Runs `promtool check metrics` (Debian's `prometheus` package, which the harness
+/// installs) over a `/metrics` answer in the classic text format: `Err` with promtool's
+/// findings when it has any.
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new(find_binary("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes())
+        .expect("promtool reads its input");
+    let out = child.wait_with_output().expect("promtool ends");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && findings.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "promtool check metrics ({}):\n{findings}",
+            out.status
+        ))
+    }
+}
