@@ -22,11 +22,7 @@ use ic_events::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{
-    delivery::{CORRELATION_ID_HEADER, task_subject},
-    endpoints::Endpoint,
-    metrics::Metrics,
-};
+use crate::{metrics::Metrics, subscription_state::Endpoint, tasks::task_subject};
 
 /// Header: the subscription.
 pub const H_SUBSCRIPTION: &str = "Ic-Subscription-Id";
@@ -77,16 +73,6 @@ impl<'a> Burial<'a> {
     }
 }
 
-fn copy_trace_headers(from: Option<&HeaderMap>, to: &mut HeaderMap) {
-    if let Some(from) = from {
-        for name in ["traceparent", "tracestate", CORRELATION_ID_HEADER] {
-            if let Some(value) = from.get(name) {
-                to.insert(name, value.as_str());
-            }
-        }
-    }
-}
-
 /// Moves a task to the dead letters, then acknowledges it (so it is never lost: if the
 /// dead letter cannot be stored, the task comes back later).
 pub async fn bury(
@@ -98,7 +84,7 @@ pub async fn bury(
 ) {
     let id = endpoint.id();
     let mut headers = HeaderMap::new();
-    copy_trace_headers(message.headers.as_ref(), &mut headers);
+    ic_events::copy_context_headers(message.headers.as_ref(), &mut headers);
     headers.insert(
         NATS_MSG_ID,
         format!("{}:{id}:dead:{}", burial.webhook_id, burial.task_sequence).as_str(),
@@ -273,7 +259,7 @@ pub async fn replay(
         return Err(ReplayError::UnknownSubscription(letter.subscription_id));
     }
     let mut headers = HeaderMap::new();
-    copy_trace_headers(Some(&message.headers), &mut headers);
+    ic_events::copy_context_headers(Some(&message.headers), &mut headers);
     headers.insert(
         NATS_MSG_ID,
         format!(

@@ -24,15 +24,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     dead_letters::{self, Burial},
     domain::{breaker::Admission, retry, retry::RetrySchedule, signing::signature_header, ssrf},
-    endpoints::Endpoint,
     metrics::Metrics,
     pull::{Pulled, Puller},
+    subscription_state::Endpoint,
+    tasks::{consumer_name, task_subject},
 };
 
 /// `User-Agent` of every webhook call.
 pub const USER_AGENT: &str = concat!("ic-broadcaster/", env!("CARGO_PKG_VERSION"));
-/// NATS header carrying the correlation id (defined once, in the events library).
-pub use ic_events::CORRELATION_ID_HEADER;
 
 /// Unacknowledged tasks a subscription's consumer may have (those waiting for a retry
 /// included).
@@ -52,22 +51,6 @@ pub fn ack_wait(timeout: Duration) -> Duration {
 /// How often a task being worked on tells JetStream it is still alive.
 fn keepalive(timeout: Duration) -> Duration {
     ack_wait(timeout) / 3
-}
-
-/// The durable consumer of one subscription.
-pub fn consumer_name(subscription_id: &str) -> String {
-    format!("deliveries-{subscription_id}")
-}
-
-/// The subject of one subscription's tasks.
-pub fn task_subject(subscription_id: &str) -> String {
-    format!("deliveries.{subscription_id}")
-}
-
-/// The `Nats-Msg-Id` of a task: one per event and subscription, so a redelivered event
-/// never creates a second task.
-pub fn task_id(event_id: &str, subscription_id: &str) -> String {
-    format!("{event_id}:{subscription_id}")
 }
 
 /// The fields of an event the deliverer needs.
@@ -490,9 +473,9 @@ impl Deliverer {
         if let Some(correlation) = message
             .headers
             .as_ref()
-            .and_then(|h| h.get(CORRELATION_ID_HEADER))
+            .and_then(|h| ic_events::header(h, ic_telemetry::X_CORRELATION_ID))
         {
-            request = request.header("x-correlation-id", correlation.as_str());
+            request = request.header(ic_telemetry::X_CORRELATION_ID, correlation);
         }
         for (name, value) in &subscription.headers {
             request = request.header(name, value);

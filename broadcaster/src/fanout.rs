@@ -24,9 +24,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    delivery::{CORRELATION_ID_HEADER, task_id, task_subject},
-    endpoints::Endpoints,
     metrics::{Metrics, Processed},
+    subscription_state::Endpoints,
+    tasks::{task_id, task_subject},
 };
 
 /// The durable consumer all replicas share.
@@ -152,13 +152,7 @@ impl Fanout {
                 let id = endpoint.id();
                 let mut headers = HeaderMap::new();
                 headers.insert(NATS_MSG_ID, task_id(&head.id, id).as_str());
-                if let Some(from) = message.headers.as_ref() {
-                    for name in ["traceparent", "tracestate", CORRELATION_ID_HEADER] {
-                        if let Some(value) = from.get(name) {
-                            headers.insert(name, value.as_str());
-                        }
-                    }
-                }
+                ic_events::copy_context_headers(message.headers.as_ref(), &mut headers);
                 let subject = task_subject(id);
                 let payload = message.payload.clone();
                 async move {

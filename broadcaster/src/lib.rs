@@ -5,17 +5,20 @@
 //! - [`delivery`]: per subscription, its tasks → signed POSTs, retries, dead letters.
 //! - [`dead_letters`]: `IC_DEAD_LETTERS`, listed and replayed by the operating routes.
 //! - [`routes`]: `/subscriptions` and `/dead-letters` on 8002; `/metrics` on 7777.
+//! - [`subscription_state`]: each subscription's breaker, permits, counters, state.
+//! - [`tasks`]: the names of the delivery tasks and their consumers.
 
 pub mod config;
 pub mod dead_letters;
 pub mod delivery;
 pub mod domain;
-pub mod endpoints;
 pub mod error;
 pub mod fanout;
 pub mod metrics;
 pub mod pull;
 pub mod routes;
+pub mod subscription_state;
+pub mod tasks;
 
 use std::{
     net::SocketAddr,
@@ -36,7 +39,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config, delivery::Deliverer, endpoints::Endpoints, fanout::Fanout, metrics::Metrics,
+    config::Config, delivery::Deliverer, fanout::Fanout, metrics::Metrics,
+    subscription_state::Endpoints,
 };
 
 /// The crate name, Dapr app id and `service_name` of every envelope.

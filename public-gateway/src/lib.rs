@@ -2,6 +2,7 @@
 //! public-gateway").
 
 pub mod config;
+pub mod routes;
 
 use std::{
     convert::Infallible,
@@ -22,17 +23,17 @@ use http::header;
 use ic_gateway::{
     client_ip::{Client, TrustedProxies, peer_ip, rate_key},
     cors::{Cors, CorsPolicy},
-    gate::RouteCheck,
-    identity::{Anonymous, IdentityProvider, attach_identity, strip_identity_headers},
-    proxy::{Proxy, ProxyConfig, Upstreams, strip_hop_by_hop},
-    rate_limit::{Decision, Gcra, Limiter, SharedGcra, rate_limit},
-    routes::{Alias, RouteTable, public_content_routes, public_services_routes},
+    hygiene,
+    identity::{Anonymous, IdentityProvider, attach_identity},
+    proxy::{Proxy, ProxyConfig, Upstreams},
+    rate_limit::{Decision, Gcra, Limiter, SharedGcra},
+    route_check::RouteCheck,
     security::SecurityHeaders,
     serve::{Pipeline, ServeOptions},
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
 use ic_http::{ApiError, app_token::OPEN_PATHS, context::in_request_context, guard_panics};
-use ic_telemetry::{HttpMetrics, RouteLabel, Tracked, metrics_handler, track};
+use ic_telemetry::{HttpMetrics, RouteLabel, Tracked, metrics_handler};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -82,9 +83,6 @@ impl Gateway {
             response_timeout: config.response_timeout,
             max_connections_per_upstream: config.upstream_max_connections,
         });
-        let methods = vec![http::Method::GET, http::Method::HEAD, http::Method::OPTIONS];
-        let mut routes = public_services_routes();
-        routes.extend(public_content_routes());
         let period = Duration::from_secs(60);
         let limit = config.rate_limit_per_minute;
         let limiter = Arc::new(match &config.rate_limit_redis_url {
@@ -104,11 +102,8 @@ impl Gateway {
                 limiter.clone(),
             ),
             route_check: RouteCheck {
-                table: Arc::new(RouteTable::new(routes, methods)),
-                aliases: Arc::new(vec![
-                    Alias::new("/services", "/api/v1/services"),
-                    Alias::new("/content", "/api/v1/content"),
-                ]),
+                table: Arc::new(routes::table()),
+                aliases: Arc::new(routes::aliases()),
                 max_body_bytes: MAX_BODY_BYTES,
             },
             proxy,
@@ -245,8 +240,7 @@ impl Stages {
     /// correlation id / trace → … → security headers on every response, a panic's 500
     /// included.
     async fn handle(&self, mut request: Request, peer: IpAddr) -> Response {
-        strip_hop_by_hop(request.headers_mut());
-        strip_identity_headers(request.headers_mut());
+        hygiene::sanitize(request.headers_mut());
         let mut response = in_request_context(SERVICE_NAME, request, |request| {
             // Boxed: the stages' future moves (and is copied) into each wrapper otherwise.
             guard_panics(Box::pin(self.stages(request, peer)))
@@ -264,11 +258,19 @@ impl Stages {
         let gateway = &self.gateway;
         let key = rate_key(gateway.trusted.client_ip(peer, &[]));
         let mut response = in_request_context(SERVICE_NAME, Request::default(), |request| {
-            guard_panics(track(&gateway.metrics, request, |request| {
-                rate_limit(&gateway.limiter, &key, request, |_| async move {
-                    error.into_response()
-                })
-            }))
+            guard_panics(async move {
+                let tracked = Tracked::start(&request);
+                let decision = gateway.limiter.admit(&key, request.uri().path()).await;
+                let mut response = match decision {
+                    Some(decision) if !decision.allowed => Decision::refusal(),
+                    _ => error.into_response(),
+                };
+                if let Some(decision) = decision {
+                    decision.write_headers(response.headers_mut());
+                }
+                tracked.finish(&gateway.metrics, &response);
+                response
+            })
         })
         .await;
         self.security.apply(&mut response);

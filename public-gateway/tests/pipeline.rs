@@ -1118,9 +1118,9 @@ async fn the_openapi_document_describes_exactly_the_routes_the_gateway_lets_thro
         .map(String::as_str)
         .collect();
     documented.sort_unstable();
-    let mut served: Vec<&str> = ic_gateway::routes::public_services_routes()
+    let mut served: Vec<&str> = public_gateway::routes::public_services_routes()
         .iter()
-        .chain(&ic_gateway::routes::public_content_routes())
+        .chain(&public_gateway::routes::public_content_routes())
         .map(ic_gateway::routes::Route::template)
         .chain(ic_http::app_token::OPEN_PATHS)
         .collect();

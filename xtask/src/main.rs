@@ -9,8 +9,6 @@
 #![allow(clippy::disallowed_methods)] // xtask is a binary: it reads and sets child environments
 
 mod bench;
-mod bench_broadcaster;
-mod bench_gateway;
 mod deps;
 mod up;
 

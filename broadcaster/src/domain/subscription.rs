@@ -30,7 +30,7 @@ const RESERVED_HEADERS: [&str; 10] = [
     "user-agent",
     "traceparent",
     "tracestate",
-    "x-correlation-id",
+    ic_telemetry::X_CORRELATION_ID,
     "transfer-encoding",
     "connection",
     "authorization-signature",

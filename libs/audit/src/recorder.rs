@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use ic_events::{CORRELATION_ID_HEADER, CloudEvent, Outbox, OutboxMessage};
+use ic_events::{CloudEvent, Outbox, OutboxMessage};
 use ic_http::RequestContext;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -72,7 +72,7 @@ impl ChangeRecorder {
             .map(|(name, value)| (name.to_owned(), value))
             .collect();
         headers.insert(
-            CORRELATION_ID_HEADER.to_owned(),
+            ic_http::headers::X_CORRELATION_ID.to_owned(),
             ctx.correlation_id.to_string(),
         );
 

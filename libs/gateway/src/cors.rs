@@ -89,23 +89,6 @@ fn add_vary_origin(response: &mut Response) {
         .append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
-/// The CORS stage: answers preflights itself, runs `next` for everything else and sets
-/// the CORS headers of the response.
-pub async fn cors<F, Fut>(policy: &CorsPolicy, request: Request, next: F) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
-    match policy.check(&request) {
-        Cors::Preflight(response) => response,
-        Cors::Actual(actual) => {
-            let mut response = next(request).await;
-            actual.finish(policy, &mut response);
-            response
-        }
-    }
-}
-
 /// What the CORS stage makes of a request ([`CorsPolicy::check`]).
 #[derive(Debug)]
 pub enum Cors {
@@ -123,8 +106,8 @@ pub struct Actual {
 }
 
 impl CorsPolicy {
-    /// The [`cors`] stage without its `next`: the preflight's answer, or what the
-    /// response of an actual request needs.
+    /// The CORS stage: the preflight's answer (the pipeline answers it at once), or what
+    /// the response of an actual request needs ([`Actual::finish`]).
     pub fn check(&self, request: &Request) -> Cors {
         let origin = self.allowed_origin(request);
         let requested = if request.method() == Method::OPTIONS {

@@ -5,10 +5,7 @@
 
 use std::{future::Future, pin::Pin};
 
-use axum::{
-    extract::Request,
-    response::{IntoResponse, Response},
-};
+use axum::extract::Request;
 use http::{HeaderMap, HeaderValue, header};
 use ic_http::{ApiError, ErrorCode, Identity, headers::name};
 
@@ -56,9 +53,11 @@ impl IdentityHeaders {
     fn write(self, headers: &mut HeaderMap) {
         headers.insert(name::X_USER_ID, self.user_id);
         headers.insert(name::X_USER_ROLES, self.roles);
-        if let Some(email) = self.email {
-            headers.insert(name::X_USER_EMAIL, email);
-        }
+        match self.email {
+            Some(email) => headers.insert(name::X_USER_EMAIL, email),
+            // Never a client's: an identity without one forwards none.
+            None => headers.remove(name::X_USER_EMAIL),
+        };
     }
 }
 
@@ -90,46 +89,13 @@ impl IdentityProvider for Anonymous {
     }
 }
 
-/// Drops client-sent identity headers. Runs first in a gateway, before anything (the
-/// request context, its log line) can read them.
-pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    // One pass over the names first: clients seldom send any.
-    if !headers.keys().any(|n| n.as_str().starts_with("x-user-")) {
-        return;
-    }
-    for name in [name::X_USER_ID, name::X_USER_ROLES, name::X_USER_EMAIL] {
-        headers.remove(name);
-    }
-}
-
-/// The identity stage: identifies the caller (or answers the provider's error) and
-/// forwards the identity headers to `next`.
-pub async fn identify<F, Fut>(
-    provider: &dyn IdentityProvider,
-    mut request: Request,
-    next: F,
-) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
-    match attach_identity(provider, &mut request).await {
-        Ok(()) => next(request).await,
-        Err(err) => err.into_response(),
-    }
-}
-
-/// The [`identify`] stage without its `next`: the caller's identity headers set on
-/// `request` (any the client sent dropped, and the hop-by-hop ones), or the provider's
-/// error.
+/// The identity stage: the caller's identity headers set on `request` (replacing any the
+/// client sent; the gateway's hygiene stage, [`crate::hygiene::sanitize`], has removed
+/// them and the hop-by-hop ones already), or the provider's error.
 pub async fn attach_identity(
     provider: &dyn IdentityProvider,
     request: &mut Request,
 ) -> Result<(), ApiError> {
-    // Hop-by-hop first: a name the client lists in `Connection` must not remove the
-    // identity headers set here when the proxy strips them.
-    crate::proxy::strip_hop_by_hop(request.headers_mut());
-    strip_identity_headers(request.headers_mut());
     let identified = match provider.identify(request.headers()) {
         Identification::Now(headers) => headers?,
         Identification::Later(identity) => IdentityHeaders::of(&identity.await?)?,
@@ -140,46 +106,32 @@ pub async fn attach_identity(
 
 #[cfg(test)]
 mod tests {
+    use axum::response::IntoResponse;
+
     use super::*;
     use ic_http::headers::{X_USER_EMAIL, X_USER_ID, X_USER_ROLES};
 
-    #[test]
-    fn client_identity_headers_are_dropped() {
-        let mut headers = HeaderMap::new();
-        headers.insert(X_USER_ID, HeaderValue::from_static("admin"));
-        headers.insert(X_USER_ROLES, HeaderValue::from_static("admin"));
-        headers.insert(X_USER_EMAIL, HeaderValue::from_static("a@b.c"));
-        headers.insert("accept", HeaderValue::from_static("*/*"));
-        strip_identity_headers(&mut headers);
-        assert_eq!(headers.len(), 1);
-    }
-
     #[tokio::test]
     async fn anonymous_forwards_the_public_identity_and_refuses_bearer_tokens() {
-        let seen = identify(
-            &Anonymous,
-            http::Request::get("/")
-                .header(X_USER_ID, "admin")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-            |request| async move {
-                let h = request.headers();
-                format!("{:?} {:?}", h.get(X_USER_ID), h.get(X_USER_ROLES)).into_response()
-            },
-        )
-        .await;
-        let body = axum::body::to_bytes(seen.into_body(), 256).await.unwrap();
-        assert_eq!(&body[..], br#"Some("anonymous") Some("public")"#);
-        let refused = identify(
-            &Anonymous,
-            http::Request::get("/")
-                .header(header::AUTHORIZATION, "Bearer x")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-            |_| async { unreachable!("a bearer token must not pass") },
-        )
-        .await;
-        assert_eq!(refused.status(), 401);
+        let mut request = http::Request::get("/")
+            .header(X_USER_ID, "admin")
+            .header(X_USER_EMAIL, "forged@x.y")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        attach_identity(&Anonymous, &mut request).await.unwrap();
+        let h = request.headers();
+        assert_eq!(h[X_USER_ID], "anonymous");
+        assert_eq!(h[X_USER_ROLES], "public");
+        assert!(
+            h.get(X_USER_EMAIL).is_none(),
+            "no e-mail but the identity's"
+        );
+        let mut request = http::Request::get("/")
+            .header(header::AUTHORIZATION, "Bearer x")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let refused = attach_identity(&Anonymous, &mut request).await.unwrap_err();
+        assert_eq!(refused.into_response().status(), 401);
     }
 
     /// A provider that has to wait, as a token verifier does.
@@ -211,16 +163,17 @@ mod tests {
         assert_eq!(h[X_USER_ID], "u-1");
         assert_eq!(h[X_USER_ROLES], "admin,editor");
         assert_eq!(h[X_USER_EMAIL], "a@b.c", "the client's forged one replaced");
-        // A client naming the identity headers in `Connection` cannot have the proxy strip
-        // them afterwards.
+        // A client naming the identity headers in `Connection` cannot have them removed
+        // after they are set: hygiene runs first, once.
         let mut request = http::Request::get("/")
             .header(header::CONNECTION, "x-user-id, x-user-roles")
             .body(axum::body::Body::empty())
             .unwrap();
+        crate::hygiene::sanitize(request.headers_mut());
         attach_identity(&provider, &mut request).await.unwrap();
-        crate::proxy::strip_hop_by_hop(request.headers_mut());
         assert_eq!(request.headers()[X_USER_ID], "u-1");
         assert_eq!(request.headers()[X_USER_ROLES], "admin,editor");
+        assert!(request.headers().get(header::CONNECTION).is_none());
         let broken = Later(Identity {
             user_id: "u-1\n".to_owned(),
             roles: Vec::new(),

@@ -6,10 +6,12 @@
 //! - [`routes`]: the route allowlist, methods, aliases.
 //! - [`cors`], [`security`]: CORS and security headers.
 //! - [`client_ip`], [`rate_limit`]: the client's IP behind trusted proxies, GCRA limits.
+//! - [`hygiene`]: hop-by-hop and client identity headers, removed once, first.
 //! - [`identity`]: the identity extension point (anonymous by default).
 //! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar, on the
 //!   engine's pooled HTTP/1.1 client ([`ic_h1::client`]).
-//! - [`gate`]: the route check and the proxy handler glued together.
+//! - [`route_check`]: normalisation, aliases, the allowlist and the body limit, before
+//!   any upstream call.
 //! - [`serve`]: a [`serve::Pipeline`] served by the engine's HTTP/1.1 server
 //!   ([`ic_h1::server`]) with graceful shutdown; what the server refuses becomes the
 //!   error envelope.
@@ -22,11 +24,12 @@
 
 pub mod client_ip;
 pub mod cors;
-pub mod gate;
+pub mod hygiene;
 pub mod identity;
 pub mod path;
 pub mod proxy;
 pub mod rate_limit;
+pub mod route_check;
 pub mod routes;
 pub mod security;
 pub mod serve;

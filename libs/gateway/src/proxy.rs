@@ -12,13 +12,14 @@ use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use http::{HeaderName, HeaderValue, Uri, header};
 use http_body_util::LengthLimitError;
 use ic_http::{ApiError, ErrorCode, RequestContext, Secret, headers::name};
+use ic_telemetry::RouteLabel;
 
 use ic_h1::client::{Client as UpstreamClient, ClientError as UpstreamError, Deadlines, Target};
 
-use crate::client_ip;
+use crate::{client_ip, hygiene::strip_hop_by_hop, route_check::RouteMatch};
 
 /// How upstreams are addressed.
 #[derive(Debug, Clone)]
@@ -185,59 +186,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded. One `match` on the name's
-/// text: cheaper than comparing it with each of them as a `HeaderName`.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-/// Drops hop-by-hop headers and the names a `Connection` header lists (and the
-/// `Connection` header itself). A gateway calls it first, on the client's request, like
-/// [`strip_identity_headers`](crate::identity::strip_identity_headers): a name a client
-/// lists must not remove a header a later stage sets (the identity headers), and none
-/// of them is the gateway's business. The proxy calls it again on what it forwards and
-/// on the upstream's answer.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually there are none: one pass over the names instead of a lookup per name.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    // Names the `Connection` header lists go too; its usual `keep-alive` and `close` are
-    // options, not names to look for (`Keep-Alive` is removed below anyway).
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // Framing and `Host` are the connection's own business, read by the server before
-        // any of this: a client listing them must not hide them from the route check.
-        .filter(|token| {
-            !["keep-alive", "close", "content-length", "host"]
-                .iter()
-                .any(|kept| token.eq_ignore_ascii_case(kept))
-        })
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    // Only the names present.
-    while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
-        headers.remove(name);
-    }
-}
-
 /// Where and how to forward one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Forward<'a> {
@@ -309,8 +257,9 @@ impl Proxy {
         // Borrowed, not cloned: the headers are a different field of the same parts.
         let ctx = parts.extensions.get::<RequestContext>();
         let headers = &mut parts.headers;
+        // Hop-by-hop and client identity headers went in the gateway's hygiene stage
+        // ([`crate::hygiene::sanitize`]), before the identity stage set its own.
         let original_host = headers.remove(header::HOST);
-        strip_hop_by_hop(headers);
         // Nothing the client says about forwarding or about Dapr is passed on: a client
         // `dapr-app-id` would let the sidecar pick another app than the route table did.
         let client_controlled: Vec<HeaderName> = headers
@@ -423,10 +372,38 @@ impl Proxy {
             }
             Ok(response) => {
                 let (mut parts, incoming) = response.into_parts();
+                // The upstream's answer is a message of its own: its hop-by-hop headers.
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Body::new(incoming))
             }
         }
+    }
+}
+
+impl Proxy {
+    /// The final stage: forwards to the matched upstream, labelling the response with
+    /// the route template for metrics.
+    pub async fn forward_matched(
+        &self,
+        request: Request,
+        matched: RouteMatch,
+        client: client_ip::Client,
+    ) -> Response {
+        let mut response = self
+            .forward(
+                request,
+                Forward {
+                    app_id: matched.upstream,
+                    path: &matched.path,
+                    client,
+                    timeout: matched.timeout,
+                },
+            )
+            .await;
+        response
+            .extensions_mut()
+            .insert(RouteLabel(matched.template));
+        response
     }
 }
 
@@ -483,20 +460,5 @@ mod tests {
             .unwrap();
         assert_eq!(target, "/v1.0/invoke/services-api/method/api/v1/services");
         assert!(matches!(dapr, Resolved::Dapr(_)));
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_stripped() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        h.insert("accept", HeaderValue::from_static("application/json"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("accept"));
     }
 }

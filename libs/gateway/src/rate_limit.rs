@@ -9,10 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{
-    extract::Request,
-    response::{IntoResponse, Response},
-};
+use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ic_http::{ApiError, ErrorCode};
 
@@ -347,29 +344,10 @@ impl Limiter {
     }
 }
 
-/// The rate-limit stage: checks `key`, answers 429 when refused, and writes the
-/// RateLimit headers on every response. Health and metrics paths are never limited: a
-/// busy client must not make a gateway look dead to its orchestrator.
-pub async fn rate_limit<F, Fut>(limiter: &Limiter, key: &str, request: Request, next: F) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
-    let Some(decision) = limiter.admit(key, request.uri().path()).await else {
-        return next(request).await;
-    };
-    let mut response = if decision.allowed {
-        next(request).await
-    } else {
-        Decision::refusal()
-    };
-    decision.write_headers(response.headers_mut());
-    response
-}
-
 impl Limiter {
-    /// The [`rate_limit`] stage without its `next`: `None` for the paths never limited,
-    /// else the decision for `key` requesting `path`. A refused request is answered
+    /// The rate-limit stage: `None` for the paths never limited (health and metrics: a
+    /// busy client must not make a gateway look dead to its orchestrator), else the
+    /// decision for `key` requesting `path`. A refused request is answered
     /// [`Decision::refusal`]; every response gets [`Decision::write_headers`].
     pub async fn admit(&self, key: &str, path: &str) -> Option<Decision> {
         if ic_http::app_token::OPEN_PATHS.contains(&path) {

@@ -151,41 +151,6 @@ impl RouteTable {
     }
 }
 
-/// The public routes of services-api (`shared/spec/services-api.md`).
-pub fn public_services_routes() -> Vec<Route> {
-    [
-        "/api/v1/services",
-        "/api/v1/services/{id}",
-        "/api/v1/services/slug/{slug}",
-        "/api/v1/services/featured",
-        "/api/v1/services/categories",
-        "/api/v1/services/categories/{id}/services",
-        "/api/v1/services/search",
-    ]
-    .into_iter()
-    .map(|t| Route::new(t, "services-api"))
-    .collect()
-}
-
-/// Time a preview may take: the first request for a size generates it.
-pub const PREVIEW_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The public routes of content-api (`shared/spec/content-api.md`).
-pub fn public_content_routes() -> Vec<Route> {
-    let mut routes: Vec<Route> = [
-        "/api/v1/content",
-        "/api/v1/content/{id}",
-        "/api/v1/content/{id}/download",
-    ]
-    .into_iter()
-    .map(|t| Route::new(t, "content-api"))
-    .collect();
-    routes.push(
-        Route::new("/api/v1/content/{id}/preview", "content-api").with_timeout(PREVIEW_TIMEOUT),
-    );
-    routes
-}
-
 /// A prefix rewrite (`/services…` → `/api/v1/services…`).
 #[derive(Debug, Clone)]
 pub struct Alias {
@@ -224,10 +189,15 @@ mod tests {
 
     #[test]
     fn only_listed_templates_pass_and_only_allowed_methods() {
-        let table = RouteTable::new(
-            public_services_routes(),
-            vec![Method::GET, Method::HEAD, Method::OPTIONS],
-        );
+        let routes = [
+            "/api/v1/services",
+            "/api/v1/services/{id}",
+            "/api/v1/services/categories",
+        ]
+        .into_iter()
+        .map(|t| Route::new(t, "services-api"))
+        .collect();
+        let table = RouteTable::new(routes, vec![Method::GET, Method::HEAD, Method::OPTIONS]);
         let decide = |m: Method, p: &str| table.decide(&m, &normalize(p).unwrap());
         assert_eq!(
             decide(Method::GET, "/api/v1/services/abc"),

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use ic_gateway::{
     client_ip::Client,
-    gate::{RouteCheck, route_check},
     proxy::{Proxy, ProxyConfig, Upstreams},
+    route_check::RouteCheck,
     routes::{Route, RouteTable},
 };
 
@@ -62,10 +62,10 @@ async fn send(base: &str, request: Request) -> (StatusCode, serde_json::Value) {
         ip: IpAddr::from([127, 0, 0, 1]),
         https: false,
     };
-    let response = route_check(&check, request, |request, matched| {
-        proxy.forward_matched(request, matched, client)
-    })
-    .await;
+    let response = match check.check(request) {
+        Ok((request, matched)) => proxy.forward_matched(request, matched, client).await,
+        Err(refused) => refused,
+    };
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await

@@ -1,7 +1,7 @@
 //! Header names shared by services, gateways and the broadcaster (defined once).
 
 /// Correlation id: a UUID accepted from the caller or generated, echoed on every response.
-pub const X_CORRELATION_ID: &str = "x-correlation-id";
+pub use ic_telemetry::X_CORRELATION_ID;
 /// Request id of one hop.
 pub const X_REQUEST_ID: &str = "x-request-id";
 /// The trace id, echoed for humans reading responses.

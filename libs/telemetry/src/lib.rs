@@ -12,6 +12,10 @@ mod trace_context;
 pub use logging::{LogFormat, TelemetryConfig, TelemetryGuard, init, otlp_traces_endpoint};
 pub use metrics::{
     HttpMetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, RouteLabel, Tracked,
-    metrics_handler, track, track_http,
+    metrics_handler, track_http,
 };
 pub use trace_context::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId, link_span};
+
+/// The correlation id's header, on HTTP and in NATS messages alike (`shared/spec/README.md`,
+/// "Request identity headers"): the one spelling every crate uses.
+pub const X_CORRELATION_ID: &str = "x-correlation-id";

@@ -181,31 +181,22 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware recording every request under its route template
+/// [`Tracked`] as axum middleware, for the services' routers
 /// (`axum::middleware::from_fn_with_state(metrics, track_http)`).
 pub async fn track_http(
     State(metrics): State<HttpMetrics>,
     request: Request,
     next: Next,
 ) -> Response {
-    track(&metrics, request, |request| next.run(request)).await
-}
-
-/// [`track_http`] for pipelines composed without middleware layers (the gateways).
-pub async fn track<F, Fut>(metrics: &HttpMetrics, request: Request, next: F) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
     let tracked = Tracked::start(&request);
-    let response = next(request).await;
-    tracked.finish(metrics, &response);
+    let response = next.run(request).await;
+    tracked.finish(&metrics, &response);
     response
 }
 
-/// [`track`] in two steps, for a pipeline that runs its stages in one function instead
-/// of nesting them: [`Tracked::start`] when the request arrives, [`Tracked::finish`]
-/// with its response.
+/// The metrics stage, in two steps (a pipeline runs its stages in one function instead of
+/// nesting them): [`Tracked::start`] when the request arrives, [`Tracked::finish`] with
+/// its response.
 #[derive(Debug)]
 #[must_use = "a request is recorded only when finished"]
 pub struct Tracked {

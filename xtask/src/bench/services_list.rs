@@ -1,7 +1,4 @@
-//! `cargo xtask bench`: each figure is printed next to a peer measured in the same run,
-//! on the same machine, and as a ratio (`shared/spec`: speed is measured, not asserted).
-//!
-//! services-list: `GET /api/v1/services?limit=20` over 10,000 services (wrk, fixed
+//! `cargo xtask bench services-list`: `GET /api/v1/services?limit=20` over 10,000 services (wrk, fixed
 //! concurrency) against pgbench running the same SQL on the same database.
 
 use std::{
@@ -12,10 +9,9 @@ use std::{
 use anyhow::{Context, bail};
 use ic_testkit::{NatsServer, PostgresServer, find_binary, free_port};
 
+use super::wrk::{CONCURRENCY, Figures, wrk};
 use crate::{cargo, deps, run};
 
-/// Connections (HTTP for wrk, database for pgbench); the API's pool gets as many.
-const CONCURRENCY: usize = 16;
 /// Seconds each measurement runs.
 const SECONDS: u64 = 10;
 /// Services in the catalogue.
@@ -37,29 +33,8 @@ WHERE s.publishing_status = 'published' AND NOT s.is_deleted AND NOT c.is_delete
 AND (NULL::uuid IS NULL OR s.category_id = NULL::uuid) AND (NULL::text IS NULL OR s.delivery_mode = NULL::text);
 ";
 
-pub(crate) struct Figures {
-    pub(crate) rps: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-}
-
-pub fn bench(args: &[String]) -> anyhow::Result<()> {
-    match args.first().map(String::as_str) {
-        None => {
-            services_list()?;
-            crate::bench_gateway::gateway()?;
-            crate::bench_broadcaster::broadcaster()
-        }
-        Some("services-list") => services_list(),
-        Some("gateway") => crate::bench_gateway::gateway(),
-        Some("broadcaster") => crate::bench_broadcaster::broadcaster(),
-        Some(other) => {
-            bail!("unknown benchmark {other:?} (available: services-list, gateway, broadcaster)")
-        }
-    }
-}
-
-fn services_list() -> anyhow::Result<()> {
+/// `cargo xtask bench services-list`.
+pub fn services_list() -> anyhow::Result<()> {
     deps::ensure_packages(&[
         ("initdb", "postgresql"),
         ("pgbench", "postgresql-contrib"),
@@ -199,73 +174,6 @@ async fn wait_ready(port: u16) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("services-api did not become ready")
-}
-
-fn parse_ms(value: &str) -> Option<f64> {
-    let value = value.trim();
-    let (num, factor) = if let Some(v) = value.strip_suffix("us") {
-        (v, 0.001)
-    } else if let Some(v) = value.strip_suffix("ms") {
-        (v, 1.0)
-    } else if let Some(v) = value.strip_suffix('s') {
-        (v, 1000.0)
-    } else {
-        (value, 1.0)
-    };
-    num.parse::<f64>().ok().map(|n| n * factor)
-}
-
-fn wrk(target: &str, seconds: u64) -> anyhow::Result<Figures> {
-    wrk_on(None, target, seconds, CONCURRENCY, 2)
-}
-
-/// wrk with `connections` over `threads`, optionally pinned to `cpus` (taskset list).
-pub(crate) fn wrk_on(
-    cpus: Option<&str>,
-    target: &str,
-    seconds: u64,
-    connections: usize,
-    threads: usize,
-) -> anyhow::Result<Figures> {
-    let mut cmd = match cpus {
-        Some(list) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", list]).arg(find_binary("wrk"));
-            c
-        }
-        None => Command::new(find_binary("wrk")),
-    };
-    let out = cmd
-        .args([
-            &format!("-t{threads}"),
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            target,
-        ])
-        .output()
-        .context("running wrk")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || text.contains("Non-2xx") {
-        bail!("wrk failed or saw errors:\n{text}");
-    }
-    let field = |prefix: &str| {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(parse_ms)
-    };
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .context("wrk printed no Requests/sec")?;
-    Ok(Figures {
-        rps,
-        p50_ms: field("50%").context("wrk printed no p50")?,
-        p99_ms: field("99%").context("wrk printed no p99")?,
-    })
 }
 
 fn pgbench(url: &str, seconds: u64) -> anyhow::Result<Figures> {

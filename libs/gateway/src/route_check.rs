@@ -1,6 +1,7 @@
-//! The route check and the proxy handler, glued: normalise the path, apply aliases,
-//! check the allowlist (400 / 404 / 405 before any upstream call), limit the body (413;
-//! any body on GET or HEAD is 400), then forward to the route's upstream.
+//! The route check: normalise the path, apply aliases, check the allowlist (400 / 404 /
+//! 405 before any upstream call), limit the body (413; any body on GET or HEAD is 400);
+//! what it matched ([`RouteMatch`]) is what the proxy forwards
+//! ([`crate::proxy::Proxy::forward_matched`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,12 +13,9 @@ use axum::{
 use http::{HeaderValue, header};
 use http_body::Body as _;
 use ic_http::{ApiError, ErrorCode};
-use ic_telemetry::RouteLabel;
 
 use crate::{
-    client_ip::Client,
     path::normalize,
-    proxy::{Forward, Proxy},
     routes::{Alias, RouteDecision, RouteTable},
 };
 
@@ -45,22 +43,9 @@ pub struct RouteMatch {
     pub timeout: Option<Duration>,
 }
 
-/// The route-check stage: normalises, aliases and checks the path (400 / 404 / 405
-/// before any upstream call), limits the body, then runs `next` with the match.
-pub async fn route_check<F, Fut>(check: &RouteCheck, request: Request, next: F) -> Response
-where
-    F: FnOnce(Request, RouteMatch) -> Fut,
-    Fut: Future<Output = Response>,
-{
-    match check.check(request) {
-        Ok((request, matched)) => next(request, matched).await,
-        Err(refused) => refused,
-    }
-}
-
 impl RouteCheck {
-    /// The [`route_check`] stage without its `next`: the request (its body limited) and
-    /// its match, or the answer refusing it.
+    /// The route-check stage: the request (its body limited) and its match, or the answer
+    /// refusing it (400 / 404 / 405 / 413, before any upstream call).
     // The request in the `Ok` side is larger still: boxing the answer would save nothing.
     #[allow(clippy::result_large_err)]
     pub fn check(&self, request: Request) -> Result<(Request, RouteMatch), Response> {
@@ -127,32 +112,5 @@ impl RouteCheck {
             timeout,
         };
         Ok((request, matched))
-    }
-}
-
-impl Proxy {
-    /// The final stage: forwards to the matched upstream, labelling the response with
-    /// the route template for metrics.
-    pub async fn forward_matched(
-        &self,
-        request: Request,
-        matched: RouteMatch,
-        client: Client,
-    ) -> Response {
-        let mut response = self
-            .forward(
-                request,
-                Forward {
-                    app_id: matched.upstream,
-                    path: &matched.path,
-                    client,
-                    timeout: matched.timeout,
-                },
-            )
-            .await;
-        response
-            .extensions_mut()
-            .insert(RouteLabel(matched.template));
-        response
     }
 }

@@ -21,10 +21,8 @@ use std::{
 use anyhow::{Context, bail};
 use ic_testkit::{find_binary, free_port};
 
-use crate::{
-    bench::{Figures, wrk_on},
-    cargo, deps, run,
-};
+use super::wrk::{Figures, wrk_on};
+use crate::{cargo, deps, run};
 
 /// Seconds of each throughput and latency measurement.
 const SECONDS: u64 = 5;

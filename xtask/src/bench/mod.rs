@@ -1,0 +1,26 @@
+//! `cargo xtask bench`: each figure is printed next to a peer measured in the same run,
+//! on the same machine, and as a ratio (`shared/spec`: speed is measured, not asserted).
+
+mod broadcaster;
+mod gateway;
+mod services_list;
+mod wrk;
+
+use anyhow::bail;
+
+/// Runs the benchmark named first in `args`, or all of them.
+pub fn bench(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        None => {
+            services_list::services_list()?;
+            gateway::gateway()?;
+            broadcaster::broadcaster()
+        }
+        Some("services-list") => services_list::services_list(),
+        Some("gateway") => gateway::gateway(),
+        Some("broadcaster") => broadcaster::broadcaster(),
+        Some(other) => {
+            bail!("unknown benchmark {other:?} (available: services-list, gateway, broadcaster)")
+        }
+    }
+}
