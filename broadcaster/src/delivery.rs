@@ -119,8 +119,6 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// The webhook HTTP client: redirects are never followed; unless `allow_private`, names
 /// resolving to non-public addresses are refused.
 pub fn http_client(allow_private: bool) -> reqwest::Client {
-    // reqwest is built without a default TLS provider (shared/STACK.md): install ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(USER_AGENT)

@@ -202,7 +202,7 @@ fn env_name(e: Environment) -> &'static str {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ic_telemetry::install_crypto_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

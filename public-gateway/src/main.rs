@@ -1,6 +1,9 @@
+//! public-gateway's process: the crypto provider, then configuration → telemetry → build → run
+//! (the same steps in every service; startup itself is in `startup.rs`).
+
 use std::process::ExitCode;
 
-use public_gateway::App;
+use public_gateway::{SERVICE_NAME, config::Config, startup::App};
 
 /// mimalloc: request handling allocates many small, short-lived buffers, where it is
 /// markedly faster than glibc's allocator (measured by `cargo xtask bench gateway`).
@@ -9,8 +12,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // reqwest and sqlx use rustls without a default crypto provider (shared/STACK.md).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ic_telemetry::install_crypto_provider();
     #[allow(clippy::disallowed_methods)] // the one place this binary reads its environment
-    ic_config::run_service::<App>(std::env::vars().collect()).await
+    let config = match Config::from_env(std::env::vars().collect()) {
+        Ok(config) => config,
+        Err(err) => return err.exit(SERVICE_NAME),
+    };
+    let _telemetry = ic_telemetry::init(&config.telemetry());
+    let app = match App::build(config).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!(error = %err, "failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
 }

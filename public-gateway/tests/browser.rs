@@ -63,6 +63,7 @@ async fn a_page_from_an_allowed_origin_reads_the_api_and_another_origin_is_block
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    ic_telemetry::install_crypto_provider();
     let app = App::build(Config::from_env(env).unwrap()).await.unwrap();
     let token = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());

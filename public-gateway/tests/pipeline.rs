@@ -102,6 +102,7 @@ impl Recorder {
 }
 
 fn gateway(vars: &[(&str, String)]) -> Router {
+    ic_telemetry::install_crypto_provider();
     let env: Env = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -625,7 +626,7 @@ async fn served(
     tokio_util::sync::CancellationToken,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ic_telemetry::install_crypto_provider();
     let port = ic_testkit::free_port();
     let mut vars = to_upstream(upstream);
     vars.push(("PUBLIC_GATEWAY_PORT", port.to_string()));

@@ -47,7 +47,7 @@ fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ic_telemetry::install_crypto_provider();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (verb, rest) = args
         .split_first()

@@ -212,7 +212,7 @@ pub fn env(
 
 /// Starts a broadcaster in this process.
 pub async fn start(nats_url: &str, subscriptions: &str, extra: &[(&str, &str)]) -> Running {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ic_telemetry::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("subscriptions.yaml");
     std::fs::write(&file, subscriptions).unwrap();
@@ -233,7 +233,7 @@ pub async fn start(nats_url: &str, subscriptions: &str, extra: &[(&str, &str)]) 
 
 /// Waits until `/health` says ready.
 pub async fn wait_ready(url: &str) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ic_telemetry::install_crypto_provider();
     ic_testkit::eventually(
         Duration::from_secs(30),
         "the broadcaster to be ready",

@@ -147,9 +147,9 @@ pub fn push_body(records: &[&AuditRecord]) -> Value {
 }
 
 impl LokiClient {
-    /// A client (installs the ring TLS provider if none is installed yet).
+    /// A client (the process has installed its TLS crypto provider:
+    /// `ic_telemetry::install_crypto_provider`).
     pub fn new(config: LokiConfig) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))

@@ -55,6 +55,7 @@ async fn setup(loki: &FakeLoki, tenant: Option<&str>, user: Option<(&str, &str)>
     let js = jetstream::new(client.clone());
     ic_events::streams::ensure(&js).await.unwrap();
     let token = CancellationToken::new();
+    ic_telemetry::install_crypto_provider();
     let shipper = Shipper::new(
         client.clone(),
         LokiClient::new(LokiConfig {
@@ -293,6 +294,7 @@ async fn history_reads_an_entitys_records_back_from_loki_newest_first() {
         (loki.entries().len() == 3).then_some(())
     })
     .await;
+    ic_telemetry::install_crypto_provider();
     let client = LokiClient::new(LokiConfig {
         url: loki.url(),
         username: None,

@@ -219,78 +219,13 @@ impl Env {
     }
 }
 
-/// A service binary as its `main` runs it: parse the environment, start telemetry,
-/// build (bind ports, connect), run until stopped. Written once here so each `main.rs`
-/// is one call to [`run_service`].
-pub trait Service: Sized + Send {
-    /// The typed configuration.
-    type Config;
-    /// The crate name (messages before telemetry is up).
-    const NAME: &'static str;
-    /// Parses the environment.
-    fn from_env(vars: Env) -> Result<Self::Config, ConfigError>;
-    /// The telemetry settings of a configuration.
-    fn telemetry(config: &Self::Config) -> ic_telemetry::TelemetryConfig;
-    /// Builds the service (the error is logged as the reason it could not start).
-    fn build(config: Self::Config) -> impl Future<Output = Result<Self, String>> + Send;
-    /// Runs until SIGTERM / Ctrl-C.
-    fn run(self) -> impl Future<Output = std::io::Result<()>> + Send;
-}
-
-/// Implements [`Service`] for a service's `App`, given the conventional shape:
-/// `Config::from_env(Env)`, `config.telemetry()`, `App::build(config)` returning a
-/// `Result` whose error is `Display`, and `app.run_until_stopped()`.
-#[macro_export]
-macro_rules! impl_service {
-    ($app:ty, $config:ty, $name:expr) => {
-        impl $crate::Service for $app {
-            type Config = $config;
-            const NAME: &'static str = $name;
-
-            fn from_env(vars: $crate::Env) -> Result<$config, $crate::ConfigError> {
-                <$config>::from_env(vars)
-            }
-
-            fn telemetry(config: &$config) -> ::ic_telemetry::TelemetryConfig {
-                config.telemetry()
-            }
-
-            async fn build(config: $config) -> Result<Self, String> {
-                <$app>::build(config).await.map_err(|err| err.to_string())
-            }
-
-            async fn run(self) -> ::std::io::Result<()> {
-                self.run_until_stopped().await
-            }
-        }
-    };
-}
-
-/// `main` of every service: a configuration error is one line on stderr and exit code 2
-/// ([`EXIT_CONFIG`]); a start or run failure is logged and exit code 1.
-pub async fn run_service<S: Service>(vars: Env) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let config = match S::from_env(vars) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("{}: configuration error: {err}", S::NAME);
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let _telemetry = ic_telemetry::init(&S::telemetry(&config));
-    let service = match S::build(config).await {
-        Ok(service) => service,
-        Err(err) => {
-            tracing::error!(service = S::NAME, error = %err, "failed to start");
-            return ExitCode::FAILURE;
-        }
-    };
-    match service.run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(service = S::NAME, error = %err, "stopped with an error");
-            ExitCode::FAILURE
-        }
+impl ConfigError {
+    /// What `main` does with a configuration error: one line on stderr naming the
+    /// service, the variable and the expected form, and exit code 2 ([`EXIT_CONFIG`]),
+    /// before telemetry is up (`shared/spec/README.md`, "Configuration").
+    pub fn exit(&self, service: &str) -> std::process::ExitCode {
+        eprintln!("{service}: configuration error: {self}");
+        std::process::ExitCode::from(EXIT_CONFIG)
     }
 }
 

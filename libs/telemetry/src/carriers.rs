@@ -57,7 +57,7 @@ mod tests {
     #[cfg(feature = "reqwest")]
     #[test]
     fn outgoing_requests_carry_traceparent() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let ctx = TraceContext::new_root();
         let request = inject_reqwest(&ctx, reqwest::Client::new().get("http://127.0.0.1:9/x"))
             .build()

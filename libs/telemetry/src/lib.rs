@@ -16,6 +16,14 @@ pub use metrics::{
 };
 pub use trace_context::{SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceId, link_span};
 
+/// Installs ring as rustls' crypto provider, once per process, first thing in `main`
+/// (and in test helpers that build clients in-process): reqwest, sqlx, async-nats and
+/// the OTLP exporter use rustls without a default provider (`shared/STACK.md`), and a
+/// library never installs one behind its caller's back. Installing twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The correlation id's header, on HTTP and in NATS messages alike (`shared/spec/README.md`,
 /// "Request identity headers"): the one spelling every crate uses.
 pub const X_CORRELATION_ID: &str = "x-correlation-id";

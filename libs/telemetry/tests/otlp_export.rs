@@ -25,7 +25,7 @@ async fn collect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_spans_are_exported_over_otlp_http_in_the_callers_trace() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ic_telemetry::install_crypto_provider();
     let received = Received::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -112,6 +112,7 @@ impl TestApp {
         app_token: Option<&str>,
         loki: Option<LokiConfig>,
     ) -> Self {
+        ic_telemetry::install_crypto_provider();
         migrate(&pool).await;
         let nats = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()

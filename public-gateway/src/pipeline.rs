@@ -1,0 +1,361 @@
+//! The pipeline of `shared/spec/gateways.md` ("Pipeline, public-gateway"): what it is made
+//! of ([`Gateway`]), readiness, and the stages, outermost first ([`PublicGateway`]).
+
+use std::{
+    convert::Infallible,
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::Request,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::header;
+use ic_gateway::{
+    client_ip::{Client, TrustedProxies, peer_ip, rate_key},
+    cors::{Cors, CorsPolicy},
+    hygiene,
+    identity::{Anonymous, IdentityProvider, attach_identity},
+    proxy::{Proxy, ProxyConfig, Upstreams},
+    rate_limit::{Decision, Gcra, Limiter, SharedGcra},
+    route_check::RouteCheck,
+    security::SecurityHeaders,
+    serve::Pipeline,
+};
+use ic_health::{Check, Criticality, Health, HealthInfo};
+use ic_http::{ApiError, app_token::OPEN_PATHS, context::in_request_context, guard_panics};
+use ic_telemetry::{HttpMetrics, RouteLabel, Tracked, metrics_handler};
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::config::Config;
+
+use crate::{MAX_BODY_BYTES, OPENAPI, OPENAPI_PATH, SERVICE_NAME, VERSION, routes};
+
+/// Everything the pipeline is made of.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// The upstream proxy.
+    pub proxy: Proxy,
+    /// Allowlist, aliases, body limit.
+    pub route_check: RouteCheck,
+    /// CORS policy.
+    pub cors: Arc<CorsPolicy>,
+    /// Trusted proxies for the client IP.
+    pub trusted: Arc<TrustedProxies>,
+    /// Per-IP limiter.
+    pub limiter: Arc<Limiter>,
+    /// Identity provider.
+    pub identity: Arc<dyn IdentityProvider>,
+    /// Health routes.
+    pub health: Health,
+    /// Metrics.
+    pub metrics: HttpMetrics,
+}
+
+impl Gateway {
+    /// The gateway for a configuration.
+    pub fn new(config: &Config) -> Self {
+        let proxy = Proxy::new(ProxyConfig {
+            upstreams: config.upstreams.clone(),
+            app_api_token: config.app_api_token.clone(),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            max_connections_per_upstream: config.upstream_max_connections,
+        });
+        let period = Duration::from_secs(60);
+        let limit = config.rate_limit_per_minute;
+        let limiter = Arc::new(match &config.rate_limit_redis_url {
+            Some(url) => match SharedGcra::new(url, "ic:rl:public:", limit, period) {
+                Ok(shared) => Limiter::Shared(Box::new(shared)),
+                Err(err) => {
+                    tracing::error!(error = %err, "RATE_LIMIT_REDIS_URL unusable; limiting in-process");
+                    Limiter::Local(Gcra::new(limit, period))
+                }
+            },
+            None => Limiter::Local(Gcra::new(limit, period)),
+        });
+        Self {
+            health: health(
+                config.environment.as_str(),
+                &config.upstreams,
+                limiter.clone(),
+            ),
+            route_check: RouteCheck {
+                table: Arc::new(routes::table()),
+                aliases: Arc::new(routes::aliases()),
+                max_body_bytes: MAX_BODY_BYTES,
+            },
+            proxy,
+            cors: Arc::new(CorsPolicy::public(&config.origins)),
+            trusted: Arc::new(config.trusted_proxies.clone()),
+            limiter,
+            identity: Arc::new(Anonymous),
+            metrics: HttpMetrics::default(),
+        }
+    }
+}
+
+/// Readiness: each upstream's `/health` (optional: the gateway keeps serving the others).
+fn health(environment: &str, upstreams: &Upstreams, limiter: Arc<Limiter>) -> Health {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    let checks = ["services-api", "content-api"]
+        .into_iter()
+        .filter_map(|app| {
+            upstreams
+                .base(app)
+                .map(|base| (app, format!("{base}/health")))
+        })
+        .map(|(app, url)| {
+            let client = client.clone();
+            Check::new(app, Criticality::Optional, move || {
+                let request = client.get(&url).send();
+                async move {
+                    match request.await {
+                        Ok(res) if res.status().is_success() => Ok(()),
+                        Ok(res) => Err(format!("answered {}", res.status())),
+                        Err(err) if err.is_timeout() => Err("timed out".into()),
+                        Err(_) => Err("unreachable".into()),
+                    }
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut checks = checks;
+    let rate_limit_status = match limiter.as_ref() {
+        Limiter::Local(gcra) => format!("in-process, {}/min per client IP", gcra.limit()),
+        Limiter::Shared(_) => "redis (in-process while unreachable)".to_owned(),
+    };
+    if matches!(limiter.as_ref(), Limiter::Shared(_)) {
+        // Redis down is degraded, not unready: the gateway keeps limiting in-process.
+        checks.push(Check::new(
+            "rate_limit_store",
+            Criticality::Optional,
+            move || {
+                let limiter = limiter.clone();
+                async move {
+                    match limiter.as_ref() {
+                        Limiter::Shared(shared) => shared.ping().await,
+                        Limiter::Local(_) => Ok(()),
+                    }
+                }
+            },
+        ));
+    }
+    Health::new(
+        HealthInfo {
+            service: SERVICE_NAME,
+            version: VERSION,
+            environment: environment.to_owned(),
+            dapr_app_id: SERVICE_NAME,
+        },
+        checks,
+        Duration::from_secs(2),
+    )
+    .with_liveness_field(
+        "middleware_status",
+        json!({
+            "cors": "enabled",
+            "rate_limit": rate_limit_status,
+            "security_headers": "enabled",
+            "route_check": "enabled",
+            "auth": "anonymous",
+            "telemetry": "enabled",
+        }),
+    )
+}
+
+/// The pipeline of `shared/spec/gateways.md` as one service: each stage below calls the
+/// next, outermost first.
+#[derive(Debug, Clone)]
+pub struct PublicGateway(Arc<Stages>);
+
+#[derive(Debug)]
+struct Stages {
+    gateway: Gateway,
+    security: SecurityHeaders,
+    /// Health, readiness and metrics: answered here, never proxied.
+    local: Router,
+}
+
+/// The gateway's pipeline, ready to serve.
+pub fn app(gateway: Gateway) -> PublicGateway {
+    let local = Router::new()
+        .merge(gateway.health.clone().router())
+        .route(
+            "/metrics",
+            get(metrics_handler).with_state(gateway.metrics.clone()),
+        )
+        .route(
+            OPENAPI_PATH,
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::CACHE_CONTROL, "public, max-age=300"),
+                    ],
+                    OPENAPI,
+                )
+            }),
+        )
+        .fallback(ic_http::fallback_not_found)
+        .method_not_allowed_fallback(ic_http::fallback_method_not_allowed);
+    PublicGateway(Arc::new(Stages {
+        gateway,
+        security: SecurityHeaders::public(),
+        local,
+    }))
+}
+
+impl Stages {
+    /// Hop-by-hop headers (and those the client's `Connection` lists) and client identity
+    /// headers are dropped before the request context reads them (they are never
+    /// believed, not even in the gateway's own logs, and a client's `Connection` cannot
+    /// remove what a later stage adds) → request id /
+    /// correlation id / trace → … → security headers on every response, a panic's 500
+    /// included.
+    async fn handle(&self, mut request: Request, peer: IpAddr) -> Response {
+        hygiene::sanitize(request.headers_mut());
+        let mut response = in_request_context(SERVICE_NAME, request, |request| {
+            // Boxed: the stages' future moves (and is copied) into each wrapper otherwise.
+            guard_panics(Box::pin(self.stages(request, peer)))
+        })
+        .await;
+        self.security.apply(&mut response);
+        response
+    }
+
+    /// A request the server would not read (malformed, ambiguous framing): nothing of it
+    /// is believed, not even `X-Forwarded-For`, yet its answer is like every other one:
+    /// ids and trace context, log line and metrics, the rate limit (charged to the socket
+    /// peer) and the security headers.
+    async fn refuse(&self, error: ApiError, peer: IpAddr) -> Response {
+        let gateway = &self.gateway;
+        let key = rate_key(gateway.trusted.client_ip(peer, &[]));
+        let mut response = in_request_context(SERVICE_NAME, Request::default(), |request| {
+            guard_panics(async move {
+                let tracked = Tracked::start(&request);
+                let decision = gateway.limiter.admit(&key, request.uri().path()).await;
+                let mut response = match decision {
+                    Some(decision) if !decision.allowed => Decision::refusal(),
+                    _ => error.into_response(),
+                };
+                if let Some(decision) = decision {
+                    decision.write_headers(response.headers_mut());
+                }
+                tracked.finish(&gateway.metrics, &response);
+                response
+            })
+        })
+        .await;
+        self.security.apply(&mut response);
+        response
+    }
+
+    /// The stages inside the request context, outermost first. Each is a step of this
+    /// one function rather than a future wrapped around the next (every wrapping level
+    /// would copy the futures inside it as the request's future is built):
+    ///
+    /// telemetry (metrics; the span and log line come from the request context) → CORS
+    /// (preflights answered here) → client IP (trusted proxies) → rate limit per client
+    /// IP → health, metrics and the OpenAPI document answered locally; everything else:
+    /// route alias + route check → identity → proxy.
+    async fn stages(&self, request: Request, peer: IpAddr) -> Response {
+        let gateway = &self.gateway;
+        let tracked = Tracked::start(&request);
+        let response = match gateway.cors.check(&request) {
+            Cors::Preflight(response) => response,
+            Cors::Actual(actual) => {
+                let client = gateway.trusted.client_of(peer, &request);
+                let limit = gateway
+                    .limiter
+                    .admit(&rate_key(client.ip), request.uri().path())
+                    .await;
+                let mut response = match limit {
+                    Some(decision) if !decision.allowed => Decision::refusal(),
+                    _ => self.route(request, client).await,
+                };
+                if let Some(decision) = limit {
+                    decision.write_headers(response.headers_mut());
+                }
+                actual.finish(&gateway.cors, &mut response);
+                response
+            }
+        };
+        tracked.finish(&gateway.metrics, &response);
+        response
+    }
+
+    /// Health, metrics and the OpenAPI document answered locally; everything else: route
+    /// alias + route check → identity → proxy.
+    async fn route(&self, request: Request, client: Client) -> Response {
+        let path = request.uri().path();
+        if let Some(local) = OPEN_PATHS
+            .iter()
+            .chain([&OPENAPI_PATH])
+            .find(|p| **p == path)
+        {
+            // Boxed, like the proxy call below: the router's future is large.
+            let answered = Box::pin(self.local.clone().oneshot(request));
+            let mut response = match answered.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            // The local router runs inside the metrics stage: name the route for it.
+            response.extensions_mut().insert(RouteLabel(local));
+            return response;
+        }
+        let gateway = &self.gateway;
+        let (mut request, matched) = match gateway.route_check.check(request) {
+            Ok(checked) => checked,
+            Err(refused) => return refused,
+        };
+        if let Err(err) = attach_identity(gateway.identity.as_ref(), &mut request).await {
+            return err.into_response();
+        }
+        // Boxed: the client's future is large, and the futures around it would otherwise
+        // carry (and copy) its size. In a statement of its own: a temporary lives to the
+        // end of its statement, so `Box::pin(f).await` would keep room for `f` here too.
+        let proxied = Box::pin(gateway.proxy.forward_matched(request, matched, client));
+        proxied.await
+    }
+}
+
+impl Pipeline for PublicGateway {
+    fn handle(&self, request: Request, peer: IpAddr) -> impl Future<Output = Response> + Send {
+        self.0.handle(request, peer)
+    }
+
+    fn refuse(&self, error: ApiError, peer: IpAddr) -> impl Future<Output = Response> + Send {
+        self.0.refuse(error, peer)
+    }
+}
+
+/// As a tower service (tests): the peer comes from axum's `ConnectInfo` /
+/// `MockConnectInfo`, loopback when absent.
+impl tower::Service<Request> for PublicGateway {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let stages = self.0.clone();
+        Box::pin(async move {
+            let peer = peer_ip(&request);
+            Ok(stages.handle(request, peer).await)
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Startup (zero2prod's `startup.rs`): [`App`] binds the port and serves the pipeline
+//! until stopped.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use ic_gateway::serve::ServeOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::{Gateway, PublicGateway, app};
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The port could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound gateway.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    gateway: PublicGateway,
+    token: CancellationToken,
+    options: ServeOptions,
+}
+
+impl App {
+    /// Binds the port.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let gateway = app(Gateway::new(&config));
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            gateway,
+            token: CancellationToken::new(),
+            options: ServeOptions {
+                max_connections: config.max_connections,
+                ..ServeOptions::default()
+            },
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        ic_http::serve::bound_port(&self.listener)
+    }
+
+    /// A token that stops the gateway when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Serves until SIGTERM / Ctrl-C (or the token); in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tracing::info!(port = self.port(), "public-gateway listening");
+        tokio::spawn(ic_http::serve::shutdown_signal(self.token.clone()));
+        ic_gateway::serve::serve_with(
+            self.listener,
+            Arc::new(self.gateway),
+            self.token,
+            self.options,
+        )
+        .await
+    }
+}

@@ -1,0 +1,254 @@
+//! Startup: what the service is built from and how it runs (zero2prod's `startup.rs`):
+//! the router, readiness, and [`App`] with `build`, `port` and `run_until_stopped`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use async_nats::jetstream;
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware::{from_fn, from_fn_with_state},
+    routing::get,
+};
+use ic_audit::{
+    Change, ChangeRecorder,
+    loki::{LokiClient, Shipper, ShipperConfig},
+};
+use ic_events::{Relay, RelayConfig};
+use ic_health::{Check, Criticality, Health, HealthInfo};
+use ic_http::{
+    RequestContext,
+    app_token::{AppToken, require_app_token},
+    context::request_context,
+    etag::public_cache,
+    fallback_method_not_allowed, fallback_not_found,
+};
+use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
+use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{DOMAIN, MAX_BODY_BYTES, OUTBOX, SERVICE_NAME, VERSION, config::Config, error, routes};
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Postgres.
+    pub pool: PgPool,
+    /// Writes events and audit records into the outbox.
+    pub recorder: ChangeRecorder,
+    /// JetStream, for audit history when Loki is not configured.
+    pub jetstream: jetstream::Context,
+    /// Loki, for audit history when configured.
+    pub loki: Option<LokiClient>,
+}
+
+impl AppState {
+    /// State over a pool and a NATS client.
+    pub fn new(pool: PgPool, nats: async_nats::Client, environment: &str) -> Self {
+        Self {
+            pool,
+            recorder: ChangeRecorder::new(SERVICE_NAME, DOMAIN, environment.to_owned(), OUTBOX),
+            jetstream: jetstream::new(nats),
+            loki: None,
+        }
+    }
+
+    /// Reads audit history from Loki instead of JetStream.
+    #[must_use]
+    pub fn with_loki(mut self, loki: LokiClient) -> Self {
+        self.loki = Some(loki);
+        self
+    }
+
+    /// Records a change's event and audit record in the caller's transaction.
+    pub async fn record(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &RequestContext,
+        change: Change,
+    ) -> Result<(), error::Error> {
+        Ok(self.recorder.record(tx, ctx, change).await?)
+    }
+}
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The port could not be bound.
+    #[error("binding {addr}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The database URL is unusable.
+    #[error("database configuration")]
+    Database(#[source] sqlx::Error),
+    /// The NATS URL is unusable.
+    #[error("NATS connection")]
+    Nats(#[source] async_nats::ConnectError),
+}
+
+/// The readiness checks: Postgres is critical, NATS optional (writes go to the outbox
+/// and are relayed when it returns).
+pub fn health(environment: &str, pool: PgPool, nats: async_nats::Client) -> Health {
+    Health::new(
+        HealthInfo {
+            service: SERVICE_NAME,
+            version: VERSION,
+            environment: environment.to_owned(),
+            dapr_app_id: SERVICE_NAME,
+        },
+        vec![
+            Check::new("postgres", Criticality::Critical, move || {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("SELECT 1")
+                        .execute(&pool)
+                        .await
+                        .map(drop)
+                        .map_err(|e| format!("query failed: {}", short(&e)))
+                }
+            }),
+            Check::new("nats", Criticality::Optional, move || {
+                let state = nats.connection_state();
+                async move {
+                    match state {
+                        async_nats::connection::State::Connected => Ok(()),
+                        other => Err(format!("connection {other:?}").to_lowercase()),
+                    }
+                }
+            }),
+        ],
+        Duration::from_secs(2),
+    )
+}
+
+fn short(err: &sqlx::Error) -> &'static str {
+    match err {
+        sqlx::Error::PoolTimedOut => "timed out waiting for a connection",
+        sqlx::Error::Io(_) => "connection refused or lost",
+        _ => "database error",
+    }
+}
+
+/// The router as a development deployment has it (no app token, its own metrics): for
+/// other crates' tests that need a real services-api.
+pub fn development_app(pool: PgPool, nats: async_nats::Client) -> Router {
+    app(
+        AppState::new(pool.clone(), nats.clone(), "development"),
+        health("development", pool, nats),
+        HttpMetrics::default(),
+        AppToken(None),
+    )
+}
+
+/// The router: the spec's routes behind the shared layers (outermost first: request
+/// context, panic guard, app token, metrics).
+pub fn app(state: AppState, health: Health, metrics: HttpMetrics, app_token: AppToken) -> Router {
+    let public = routes::public::router().layer(from_fn(public_cache));
+    let admin = Router::new()
+        .merge(routes::services::router())
+        .merge(routes::categories::router())
+        .merge(routes::featured::router());
+    Router::new()
+        .merge(public)
+        .merge(admin)
+        .with_state(state)
+        .merge(health.router())
+        .route("/metrics", get(metrics_handler).with_state(metrics.clone()))
+        .fallback(fallback_not_found)
+        .method_not_allowed_fallback(fallback_method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn_with_state(metrics, track_http))
+        .layer(from_fn_with_state(app_token, require_app_token))
+        .layer(ic_http::panic_guard())
+        .layer(from_fn_with_state(SERVICE_NAME, request_context))
+}
+
+/// A built, bound service ready to run.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    relay: Relay,
+    shipper: Option<Shipper>,
+    token: CancellationToken,
+}
+
+impl App {
+    /// Connects (lazily: Postgres and NATS may come up later), binds the port.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let options: sqlx::postgres::PgConnectOptions = config
+            .database_url
+            .expose()
+            .parse()
+            .map_err(StartupError::Database)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        let nats = async_nats::ConnectOptions::new()
+            .name(SERVICE_NAME)
+            .retry_on_initial_connect()
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(StartupError::Nats)?;
+        let environment = config.environment.as_str();
+        let mut state = AppState::new(pool.clone(), nats.clone(), environment);
+        let mut shipper = None;
+        if let Some(loki) = config.loki.clone() {
+            let client = LokiClient::new(loki);
+            state = state.with_loki(client.clone());
+            shipper = Some(Shipper::new(nats.clone(), client, ShipperConfig::default()));
+        }
+        let router = app(
+            state,
+            health(environment, pool.clone(), nats.clone()),
+            HttpMetrics::default(),
+            AppToken(config.app_api_token.clone()),
+        );
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            router,
+            relay: Relay::new(pool, nats, OUTBOX, RelayConfig::default()),
+            shipper,
+            token: CancellationToken::new(),
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        ic_http::serve::bound_port(&self.listener)
+    }
+
+    /// A token that stops the service when cancelled (as SIGTERM does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Serves until SIGTERM / Ctrl-C (or the token), then drains requests and flushes
+    /// the outbox.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tracing::info!(port = self.port(), "services-api listening");
+        let relay = tokio::spawn(self.relay.run(self.token.clone()));
+        // Ships IC_AUDIT to Loki (shared durable consumer: every replica may run it).
+        let shipper = self
+            .shipper
+            .map(|s| tokio::spawn(s.run(self.token.clone())));
+        tokio::spawn(ic_http::serve::shutdown_signal(self.token.clone()));
+        let served = ic_http::serve::serve(self.listener, self.router, self.token.clone()).await;
+        self.token.cancel();
+        let _ = relay.await;
+        if let Some(shipper) = shipper {
+            let _ = shipper.await;
+        }
+        served
+    }
+}
