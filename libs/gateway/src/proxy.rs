@@ -17,7 +17,11 @@ use http_body_util::LengthLimitError;
 use ic_http::{ApiError, ErrorCode, RequestContext, Secret, headers::name};
 use ic_telemetry::RouteLabel;
 
-use ic_h1::client::{Client as UpstreamClient, ClientError as UpstreamError, Deadlines, Target};
+use bytes::Bytes;
+use ic_h1::{
+    BoxError,
+    client::{Client, ClientError as UpstreamError, Deadlines},
+};
 
 use crate::{client_ip, hygiene::strip_hop_by_hop, route_check::RouteMatch};
 
@@ -108,16 +112,57 @@ impl Prefix {
     }
 }
 
-/// Upstreams resolved once (server and connection pool), so a request neither builds
-/// nor parses an absolute URI.
-#[derive(Debug, Clone)]
-enum Resolved {
-    Direct(Vec<(&'static str, Target, Prefix)>),
-    Dapr(Target),
+/// The seam between the proxy and the HTTP client it reaches upstreams with: the
+/// engine's pooled client ([`ic_h1::client::Client`]) by default; another client (hyper's,
+/// a test's stand-in) can take its place. Errors are the engine's
+/// ([`ic_h1::client::ClientError`]), which the proxy answers as 502, 503 or 504.
+pub trait UpstreamClient: std::fmt::Debug + Send + Sync + 'static {
+    /// An upstream server, resolved once.
+    type Target: std::fmt::Debug + Send + Sync + 'static;
+    /// The body of an upstream's answer, streamed to the client.
+    type Body: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+
+    /// Resolves an `http://host:port/` server.
+    fn target(&self, server: &Uri) -> Result<Self::Target, UpstreamError>;
+
+    /// Sends `request` (its URI in origin-form) to `target` within `deadlines`; the
+    /// answer once its head has arrived.
+    fn send(
+        &self,
+        target: &Self::Target,
+        request: Request,
+        deadlines: Deadlines,
+    ) -> impl Future<Output = Result<http::Response<Self::Body>, UpstreamError>> + Send;
 }
 
-impl Resolved {
-    fn new(upstreams: &Upstreams, client: &UpstreamClient) -> Self {
+impl UpstreamClient for Client {
+    type Target = ic_h1::client::Target;
+    type Body = ic_h1::client::ResponseBody;
+
+    fn target(&self, server: &Uri) -> Result<Self::Target, UpstreamError> {
+        Client::target(self, server)
+    }
+
+    fn send(
+        &self,
+        target: &Self::Target,
+        request: Request,
+        deadlines: Deadlines,
+    ) -> impl Future<Output = Result<http::Response<Self::Body>, UpstreamError>> + Send {
+        self.send_to(target, request, deadlines)
+    }
+}
+
+/// Upstreams resolved once (server and connection pool), so a request neither builds
+/// nor parses an absolute URI.
+#[derive(Debug)]
+enum Resolved<T> {
+    Direct(Vec<(&'static str, T, Prefix)>),
+    Dapr(T),
+}
+
+impl<T> Resolved<T> {
+    fn new<C: UpstreamClient<Target = T>>(upstreams: &Upstreams, client: &C) -> Self {
         let resolve = |app_id: &str| {
             let (server, prefix) = upstreams.route(app_id)?;
             match client.target(&server) {
@@ -145,7 +190,7 @@ impl Resolved {
     }
 
     /// `app_id`'s server, and the request target for its `path` and `query`.
-    fn locate(&self, app_id: &str, path: &str, query: Option<&str>) -> Option<(&Target, String)> {
+    fn locate(&self, app_id: &str, path: &str, query: Option<&str>) -> Option<(&T, String)> {
         match self {
             Self::Direct(apps) => apps
                 .iter()
@@ -174,12 +219,22 @@ pub struct ProxyConfig {
     pub max_connections_per_upstream: usize,
 }
 
-/// The proxy: a pooled HTTP/1.1 client.
-#[derive(Debug, Clone)]
-pub struct Proxy {
-    client: UpstreamClient,
-    resolved: Arc<Resolved>,
+/// The proxy, on the engine's pooled HTTP/1.1 client unless another stands in.
+#[derive(Debug)]
+pub struct Proxy<C: UpstreamClient = Client> {
+    client: Arc<C>,
+    resolved: Arc<Resolved<C::Target>>,
     config: ProxyConfig,
+}
+
+impl<C: UpstreamClient> Clone for Proxy<C> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            resolved: self.resolved.clone(),
+            config: self.config.clone(),
+        }
+    }
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -212,16 +267,23 @@ fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'sta
 }
 
 impl Proxy {
-    /// A proxy with a pooled client.
+    /// A proxy on the engine's pooled client.
     pub fn new(config: ProxyConfig) -> Self {
-        let client = UpstreamClient::with_max_connections(
+        let client = Client::with_max_connections(
             config.connect_timeout,
             Duration::from_secs(60),
             config.max_connections_per_upstream,
         );
+        Self::with_client(config, client)
+    }
+}
+
+impl<C: UpstreamClient> Proxy<C> {
+    /// A proxy on another client.
+    pub fn with_client(config: ProxyConfig, client: C) -> Self {
         let resolved = Arc::new(Resolved::new(&config.upstreams, &client));
         Self {
-            client,
+            client: Arc::new(client),
             resolved,
             config,
         }
@@ -329,11 +391,7 @@ impl Proxy {
             upload: limit,
             answer: limit,
         };
-        match self
-            .client
-            .send_to(target, upstream_request, deadlines)
-            .await
-        {
+        match self.client.send(target, upstream_request, deadlines).await {
             Err(UpstreamError::RequestBody(err)) => {
                 if caused_by::<LengthLimitError>(&*err) {
                     // A chunked body that outgrew the limit while being streamed up.
@@ -380,7 +438,7 @@ impl Proxy {
     }
 }
 
-impl Proxy {
+impl<C: UpstreamClient> Proxy<C> {
     /// The final stage: forwards to the matched upstream, labelling the response with
     /// the route template for metrics.
     pub async fn forward_matched(
@@ -409,7 +467,137 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests {
+    use http::StatusCode;
+
     use super::*;
+
+    /// A client answering from memory: the seam lets it stand in for the engine's. It
+    /// records each request and answers as `answer` says.
+    #[derive(Debug)]
+    struct StandIn {
+        seen: std::sync::Mutex<Vec<(String, http::request::Parts)>>,
+        answer: fn() -> Result<http::Response<http_body_util::Full<Bytes>>, UpstreamError>,
+    }
+
+    impl UpstreamClient for StandIn {
+        type Target = String;
+        type Body = http_body_util::Full<Bytes>;
+
+        fn target(&self, server: &Uri) -> Result<String, UpstreamError> {
+            Ok(server.to_string())
+        }
+
+        async fn send(
+            &self,
+            target: &String,
+            request: Request,
+            _: Deadlines,
+        ) -> Result<http::Response<Self::Body>, UpstreamError> {
+            let (parts, _) = request.into_parts();
+            self.seen.lock().unwrap().push((target.clone(), parts));
+            (self.answer)()
+        }
+    }
+
+    fn stand_in(
+        answer: fn() -> Result<http::Response<http_body_util::Full<Bytes>>, UpstreamError>,
+    ) -> Proxy<StandIn> {
+        Proxy::with_client(
+            ProxyConfig {
+                upstreams: Upstreams::Dapr { port: 3500 },
+                app_api_token: Some(Secret::new("app-token".to_owned())),
+                connect_timeout: Duration::from_secs(1),
+                response_timeout: Duration::from_secs(1),
+                max_connections_per_upstream: 1,
+            },
+            StandIn {
+                seen: std::sync::Mutex::default(),
+                answer,
+            },
+        )
+    }
+
+    fn forward_to(proxy: &Proxy<StandIn>) -> impl Future<Output = Response> + '_ {
+        let request = http::Request::get("/ignored?q=1")
+            .header("host", "gw.example")
+            .header("dapr-app-id", "another-app")
+            .header("x-forwarded-for", "6.6.6.6")
+            .body(Body::empty())
+            .unwrap();
+        proxy.forward(
+            request,
+            Forward {
+                app_id: "services-api",
+                path: "/api/v1/services",
+                client: client_ip::Client {
+                    ip: std::net::IpAddr::from([10, 0, 0, 7]),
+                    https: true,
+                },
+                timeout: None,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn another_client_can_stand_in_and_sees_what_the_engine_would() {
+        let proxy = stand_in(|| {
+            Ok(http::Response::builder()
+                .header("connection", "x-hop")
+                .header("x-hop", "1")
+                .header("x-app", "kept")
+                .body(http_body_util::Full::new(Bytes::from_static(b"ok")))
+                .unwrap())
+        });
+        let response = forward_to(&proxy).await;
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers().get("x-hop").is_none(),
+            "the answer's hop-by-hop go"
+        );
+        assert_eq!(response.headers()["x-app"], "kept");
+        let seen = proxy.client.seen.lock().unwrap();
+        let (target, parts) = &seen[0];
+        assert_eq!(target, "http://127.0.0.1:3500/");
+        assert_eq!(
+            parts.uri,
+            "/v1.0/invoke/services-api/method/api/v1/services?q=1"
+        );
+        let h = &parts.headers;
+        assert_eq!(h["dapr-api-token"], "app-token");
+        assert_eq!(
+            h["x-forwarded-for"], "10.0.0.7",
+            "the client's own is replaced"
+        );
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        assert!(
+            h.get("dapr-app-id").is_none(),
+            "a client cannot pick the app"
+        );
+        assert!(h.get("host").is_none(), "the client sets its own Host");
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_answered_as_busy_timeout_or_bad_gateway() {
+        for (answer, status) in [
+            (
+                (|| Err(UpstreamError::Busy)) as fn() -> _,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (|| Err(UpstreamError::Timeout), StatusCode::GATEWAY_TIMEOUT),
+            (
+                || Err(UpstreamError::ConnectTimeout),
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+            (
+                || Err(UpstreamError::Protocol("unsupported transfer coding")),
+                StatusCode::BAD_GATEWAY,
+            ),
+        ] {
+            let response = forward_to(&stand_in(answer)).await;
+            assert_eq!(response.status(), status);
+        }
+    }
 
     #[test]
     fn dapr_mode_uses_the_sidecar_invocation_url() {
@@ -436,7 +624,7 @@ mod tests {
 
     #[test]
     fn resolved_upstreams_give_the_server_and_the_request_target() {
-        let client = UpstreamClient::new(Duration::from_secs(1), Duration::from_secs(1));
+        let client = Client::new(Duration::from_secs(1), Duration::from_secs(1));
         let direct = Resolved::new(
             &Upstreams::Direct(HashMap::from([
                 ("services-api", "http://127.0.0.1:8080/base/".to_owned()),
