@@ -5,6 +5,8 @@
 //! - `test [ARGS]`: fmt, clippy `-D warnings`, then the whole suite against real
 //!   servers started here on free ports.
 //! - `bench`: the benchmarks, printed as ratios against a peer measured in the same run.
+//! - `fuzz [ITERATIONS] [SEED]`: the engine's property tests (arbitrary bytes and read
+//!   splits, `libs/h1/src/properties.rs`) run long, in release (`test` runs 300 cases).
 //! - `migrate ARGS`: the `migrate` tool against the `up` database.
 #![allow(clippy::disallowed_methods)] // xtask is a binary: it reads and sets child environments
 
@@ -57,10 +59,11 @@ fn main() -> ExitCode {
         "down" => up::down(rest.iter().any(|a| a == "--wipe")),
         "test" => test(rest),
         "bench" => bench::bench(rest),
+        "fuzz" => fuzz(rest),
         "migrate" => up::migrate(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <up | down [--wipe] | test [test args] | bench | migrate <args>>\n\
+                "usage: cargo xtask <up | down [--wipe] | test [test args] | bench | fuzz [iterations] [seed] | migrate <args>>\n\
                  see README.md"
             );
             return ExitCode::from(if verb == "help" || verb == "--help" {
@@ -77,6 +80,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The engine's property tests, long: `ITERATIONS` cases each (5,000,000 by default) from
+/// `SEED` (fresh unless given; each property prints its own to replay a failure).
+fn fuzz(args: &[String]) -> anyhow::Result<()> {
+    let iterations = args.first().map_or("5000000", String::as_str);
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "--locked",
+        "--package",
+        "ic-h1",
+        "--lib",
+        "properties",
+        "--",
+        "--nocapture",
+    ])
+    .env("IC_FUZZ_ITERATIONS", iterations);
+    if let Some(seed) = args.get(1) {
+        cmd.env("IC_FUZZ_SEED", seed);
+    }
+    eprintln!("==> the engine's property tests, {iterations} cases each (release)");
+    run(cmd, "the property tests")
 }
 
 /// fmt, clippy, then every test against harness-started servers.

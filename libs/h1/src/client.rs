@@ -467,7 +467,7 @@ where
     }
 }
 
-enum ReadError {
+pub(crate) enum ReadError {
     /// Closed before any byte of a response.
     Closed,
     Io(io::Error),
@@ -520,7 +520,7 @@ async fn read_head<R: AsyncRead + Unpin>(
 /// `Some((response or None for 1xx, framing, keep-alive))` once complete, the head taken
 /// off `buf`.
 #[allow(clippy::type_complexity)]
-fn parse_head(
+pub(crate) fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<(Option<Response<()>>, Framing, bool)>, ReadError> {

@@ -19,6 +19,8 @@ pub mod client;
 pub mod framing;
 pub mod idle;
 mod pool;
+#[cfg(test)]
+mod properties;
 pub mod server;
 mod writer;
 

@@ -231,7 +231,8 @@ struct Exchange {
 }
 
 /// A request head read off the wire.
-struct Head {
+#[derive(Debug)]
+pub(crate) struct Head {
     request: http::Request<()>,
     exchange: Exchange,
     framing: Framing,
@@ -257,22 +258,14 @@ async fn connection<H: Handler>(
     let mut head_timer = pin!(tokio::time::sleep(header_read_timeout));
     loop {
         let waiting_since = Instant::now();
-        // How much of the buffer is known to hold no end of head: a head sent a byte at
-        // a time is not parsed again from the start for every byte.
-        let mut scanned = 0;
+        let mut reader = HeadReader::default();
         let head = loop {
-            if buf.len() > scanned && may_end_head(&buf[scanned.saturating_sub(2)..]) {
-                match parse_head(&mut buf) {
-                    Ok(Some(head)) => break head,
-                    Ok(None) => scanned = buf.len(),
-                    Err(refusal) => {
-                        return refuse(&*handler, refusal, peer, &mut rd, &mut wr, &mut out).await;
-                    }
+            match reader.read(&mut buf) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(refusal) => {
+                    return refuse(&*handler, refusal, peer, &mut rd, &mut wr, &mut out).await;
                 }
-            }
-            if buf.len() >= MAX_HEAD_BYTES {
-                let refusal = Refusal::bad_request("request head too large");
-                return refuse(&*handler, refusal, peer, &mut rd, &mut wr, &mut out).await;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
@@ -427,6 +420,34 @@ async fn linger(rd: &mut ReadHalf<'_>, wr: &mut Writer<'_>) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// Reads request heads off a connection's buffer as its bytes arrive.
+#[derive(Debug, Default)]
+pub(crate) struct HeadReader {
+    /// How much of the buffer is known to hold no end of head: a head sent a byte at a
+    /// time is not parsed again from the start for every byte.
+    scanned: usize,
+}
+
+impl HeadReader {
+    /// The head, taken off the front of `buf`, once it holds a whole one; `None` while
+    /// more is needed; the refusal of a malformed or oversized one.
+    pub(crate) fn read(&mut self, buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
+        if buf.len() > self.scanned && may_end_head(&buf[self.scanned.saturating_sub(2)..]) {
+            match parse_head(buf)? {
+                Some(head) => {
+                    self.scanned = 0;
+                    return Ok(Some(head));
+                }
+                None => self.scanned = buf.len(),
+            }
+        }
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Err(Refusal::bad_request("request head too large"));
+        }
+        Ok(None)
+    }
 }
 
 /// Whether `bytes` may hold the empty line ending a head (`\n\n` or `\n\r\n`).
