@@ -36,6 +36,7 @@ pub fn refusal_error(refusal: Refusal) -> ApiError {
     let code = match refusal.status {
         http::StatusCode::EXPECTATION_FAILED => ErrorCode::ExpectationFailed,
         http::StatusCode::HTTP_VERSION_NOT_SUPPORTED => ErrorCode::HttpVersionNotSupported,
+        http::StatusCode::NOT_IMPLEMENTED => ErrorCode::NotImplemented,
         _ => ErrorCode::ValidationError,
     };
     ApiError::new(code, refusal.reason)
@@ -100,6 +101,7 @@ mod tests {
             StatusCode::BAD_REQUEST,
             StatusCode::EXPECTATION_FAILED,
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            StatusCode::NOT_IMPLEMENTED,
         ] {
             let error = refusal_error(Refusal {
                 status,

@@ -9,8 +9,8 @@
 //! and a connection goes back to the pool the moment its response body has been read.
 //!
 //! Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304; `Transfer-Encoding`
-//! ending in `chunked` is decoded (and wins over `Content-Length`); conflicting
-//! `Content-Length`s are refused; otherwise the body lasts until the upstream closes, and
+//! that is exactly `chunked` is decoded (any other coding, or a `Content-Length` next to
+//! it, is refused); conflicting `Content-Length`s are refused; otherwise the body lasts until the upstream closes, and
 //! such a connection is not reused. A reused connection that turns out closed before any
 //! response byte is retried once on a fresh one when the request had no body. A body the
 //! upstream stops sending for the client's idle timeout fails (its connection is dropped).
@@ -604,16 +604,21 @@ pub(crate) fn parse_head(
         length,
         chunked,
         other_coding,
+        ..
     } = framing_headers;
 
     if chunked.is_some() {
-        // RFC 9112 §6.1/§6.3: Transfer-Encoding wins. A length next to it, or the header
-        // in an HTTP/1.0 answer, may be a smuggling attempt: that connection is closed
-        // after this response.
-        if length.is_some() || !http11 {
+        // RFC 9112 §6.3: a message with both "ought to be handled as an error" (it may be
+        // response splitting), as hyper's client does: 502, never a guess at its end.
+        if length.is_some() {
+            return Err(ReadError::Protocol(
+                "Transfer-Encoding and Content-Length together",
+            ));
+        }
+        // The header in an HTTP/1.0 answer: that connection is closed after it.
+        if !http11 {
             close = true;
         }
-        map.remove(header::CONTENT_LENGTH);
     }
     let framing = if head_request || matches!(code, 204 | 304) {
         Framing::Empty

@@ -50,6 +50,9 @@ pub struct FramingHeaders {
     pub chunked: Option<bool>,
     /// `Transfer-Encoding` had a coding other than one final `chunked`.
     pub other_coding: bool,
+    /// `Transfer-Encoding` named a coding other than `chunked` (`gzip`, say): one the
+    /// engine does not implement.
+    pub unknown_coding: bool,
 }
 
 /// Why the framing headers cannot be believed.
@@ -89,6 +92,7 @@ impl FramingHeaders {
             if last_chunked || !coding.eq_ignore_ascii_case(b"chunked") {
                 self.other_coding = true;
             }
+            self.unknown_coding |= !coding.eq_ignore_ascii_case(b"chunked");
             last_chunked = coding.eq_ignore_ascii_case(b"chunked");
         }
         if self.chunked == Some(true) {

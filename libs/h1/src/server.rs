@@ -17,7 +17,8 @@
 //!   and an optional port, nothing else: RFC 9112 §3.2);
 //! - `Content-Length` must be one decimal number (a list of equal ones is one);
 //! - `Transfer-Encoding` must be exactly `chunked`, on HTTP/1.1, and never next to
-//!   `Content-Length`;
+//!   `Content-Length` (a coding the engine does not implement, such as `gzip, chunked`,
+//!   is 501, RFC 9112 §6.1);
 //! - obs-fold, bare CRs, spaces before the colon and invalid bytes are refused by the
 //!   parser; so are a head over 64 KiB and more than 100 headers.
 //!
@@ -577,11 +578,23 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
             other_coding: false,
             ..
         } => Framing::Chunked,
+        // RFC 9112 §6.1: a coding the server does not understand is 501; a final coding
+        // other than chunked, or chunked twice, is a message it cannot frame: 400.
+        FramingHeaders {
+            chunked: Some(true),
+            unknown_coding: true,
+            ..
+        } => {
+            return Err(Refusal {
+                status: StatusCode::NOT_IMPLEMENTED,
+                reason: "unsupported transfer coding (only chunked is implemented)",
+            });
+        }
         FramingHeaders {
             chunked: Some(_), ..
         } => {
             return Err(bad(
-                "unsupported Transfer-Encoding (only chunked is accepted)",
+                "unframeable Transfer-Encoding (chunked must be last, and only once)",
             ));
         }
         FramingHeaders {

@@ -42,6 +42,8 @@ pub enum ErrorCode {
     BadGateway,
     /// 503
     ServiceUnavailable,
+    /// 501, a transfer coding the gateways' HTTP server does not implement
+    NotImplemented,
     /// 504
     GatewayTimeout,
     /// 505, an HTTP version other than 1.0 and 1.1 (the gateways' HTTP server)
@@ -67,6 +69,7 @@ impl ErrorCode {
             Self::InternalError => "INTERNAL_ERROR",
             Self::BadGateway => "BAD_GATEWAY",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::GatewayTimeout => "GATEWAY_TIMEOUT",
             Self::HttpVersionNotSupported => "HTTP_VERSION_NOT_SUPPORTED",
         }
@@ -89,6 +92,7 @@ impl ErrorCode {
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::HttpVersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
         }

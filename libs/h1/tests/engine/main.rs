@@ -1,4 +1,6 @@
 //! The engine's integration tests: one binary (one link on two cores).
 
 mod client;
+mod differential;
 mod server;
+mod wire;
