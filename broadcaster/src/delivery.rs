@@ -409,9 +409,7 @@ impl Deliverer {
                 self.metrics.request(id, class, seconds);
                 match self.schedule.delay_after(attempt) {
                     Some(scheduled) => {
-                        // Retry-After is honoured as "not before"; it never shortens the
-                        // schedule (a `Retry-After: 0` must not burn every attempt).
-                        let delay = retry_after.map_or(scheduled, |asked| asked.max(scheduled));
+                        let delay = retry::next_delay(scheduled, retry_after);
                         tracing::info!(subscription = id, webhook_id = %head.id, attempt, status, error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; retry scheduled");
                         let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                     }

@@ -89,15 +89,8 @@ async fn a_failing_endpoint_that_recovers_gets_the_event_again_with_the_same_id_
     let got = receiver.wait_for("/hook", 4).await;
     let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
     assert!(ids.iter().all(|id| *id == event.id.to_string()), "{ids:?}");
-    // Each wait is at least the scheduled delay less the 20 % jitter.
-    for (i, scheduled_ms) in [300u64, 600, 1200].into_iter().enumerate() {
-        let gap = got[i + 1].at - got[i].at;
-        assert!(
-            gap >= Duration::from_millis(scheduled_ms * 8 / 10),
-            "retry {} came after {gap:?}, scheduled {scheduled_ms} ms",
-            i + 1
-        );
-    }
+    // The delays themselves (schedule, jitter) are the retry module's unit tests; timing
+    // is for benchmarks, not assertions here.
     broadcaster.stop().await;
     assert_eq!(
         receiver.seen_at("/hook").len(),
@@ -107,11 +100,56 @@ async fn a_failing_endpoint_that_recovers_gets_the_event_again_with_the_same_id_
 }
 
 #[tokio::test]
-async fn retry_after_is_honoured() {
+async fn a_429_or_503_with_retry_after_is_retried_and_then_delivered() {
     let nats = NatsServer::start();
+    // 429 then 503, each asking for a second; then accepted. (How long each wait is, the
+    // longer of the schedule and Retry-After, is `retry::next_delay`'s unit test.)
+    let receiver = Receiver::start(|_, n| match n {
+        0 => Reply::WithHeaders(429, vec![("retry-after", "1".into())]),
+        1 => Reply::WithHeaders(503, vec![("retry-after", "1".into())]),
+        _ => Reply::Status(200),
+    })
+    .await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("busy", &receiver.url("/hook"), ""),
+        &[("BROADCASTER_RETRY_SCHEDULE", "100ms,100ms,100ms")],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    let event = publish(&js, "published").await;
+    let got = receiver.wait_for("/hook", 3).await;
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id") == event.id.to_string())
+    );
+    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
+    ic_testkit::eventually(Duration::from_secs(10), "the calls counted", || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        (text.contains(
+            r#"broadcaster_webhook_requests_total{subscription="busy",status_class="4xx"} 1"#,
+        ) && text.contains(
+            r#"broadcaster_webhook_requests_total{subscription="busy",status_class="5xx"} 1"#,
+        ) && text
+            .contains(r#"broadcaster_deliveries_total{subscription="busy",result="delivered"} 1"#))
+        .then_some(())
+    })
+    .await;
+    broadcaster.stop().await;
+    assert_eq!(
+        receiver.seen_at("/hook").len(),
+        3,
+        "delivered once, never again"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_times_out_is_a_failed_attempt_retried_with_the_same_id() {
+    let nats = NatsServer::start();
+    // The first call is held past the subscription's timeout; the retry is answered.
     let receiver = Receiver::start(|_, n| {
         if n == 0 {
-            Reply::WithHeaders(429, vec![("retry-after", "2".into())])
+            Reply::Hold
         } else {
             Reply::Status(200)
         }
@@ -119,17 +157,63 @@ async fn retry_after_is_honoured() {
     .await;
     let broadcaster = start(
         &nats.url(),
-        &subscription("busy", &receiver.url("/hook"), ""),
-        &[("BROADCASTER_RETRY_SCHEDULE", "100ms")],
+        &subscription("slow", &receiver.url("/hook"), ", timeout: 200ms"),
+        &[("BROADCASTER_RETRY_SCHEDULE", "100ms,100ms")],
     )
     .await;
     let js = common::jetstream(&nats.url()).await;
-    publish(&js, "published").await;
+    let event = publish(&js, "published").await;
     let got = receiver.wait_for("/hook", 2).await;
     assert!(
-        got[1].at - got[0].at >= Duration::from_secs(2),
-        "Retry-After: 2 waits 2 s instead of the scheduled 100 ms ({:?})",
-        got[1].at - got[0].at
+        got.iter()
+            .all(|r| r.header("webhook-id") == event.id.to_string())
+    );
+    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
+    ic_testkit::eventually(Duration::from_secs(10), "a timeout counted", || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        (text.contains(
+            r#"broadcaster_webhook_requests_total{subscription="slow",status_class="timeout"} 1"#,
+        ) && text
+            .contains(r#"broadcaster_deliveries_total{subscription="slow",result="delivered"} 1"#))
+        .then_some(())
+    })
+    .await;
+    receiver.release();
+    broadcaster.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_and_ends_as_a_dead_letter_with_the_error() {
+    let nats = NatsServer::start();
+    let closed = ic_testkit::free_port();
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("gone", &format!("http://127.0.0.1:{closed}/hook"), ""),
+        &[("BROADCASTER_RETRY_SCHEDULE", "50ms,50ms")],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    let event = publish(&js, "published").await;
+    let letters = ic_testkit::eventually(Duration::from_secs(30), "a dead letter", || async {
+        let body = get_json(&broadcaster.url("/dead-letters")).await;
+        (body["count"] == 1).then_some(body)
+    })
+    .await;
+    let letter = &letters["dead_letters"][0];
+    assert_eq!(letter["webhook_id"], event.id.to_string());
+    assert_eq!(letter["attempts"], 3);
+    assert!(letter["last_status"].is_null(), "no answer: {letter}");
+    assert!(
+        !letter["last_error"].as_str().unwrap_or_default().is_empty(),
+        "the error is kept: {letter}"
+    );
+    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"broadcaster_webhook_requests_total{subscription="gone",status_class="error"} 3"#
+        ),
+        "{text}"
     );
     broadcaster.stop().await;
 }
@@ -366,13 +450,7 @@ async fn an_open_breaker_makes_deliveries_wait_without_using_up_attempts() {
     .await;
     broadcaster.stop().await;
     let seen = receiver.seen();
-    let mut times: Vec<_> = seen.iter().map(|r| r.at).collect();
-    times.sort();
-    let longest_pause = times.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-    assert!(
-        longest_pause >= Duration::from_millis(400),
-        "the breaker paused the endpoint for its cool-down (retries are 50 ms apart): {longest_pause:?}"
-    );
+    // (The breaker's cool-down itself is the breaker's unit test.)
     for letter in letters["dead_letters"].as_array().unwrap() {
         let id = letter["webhook_id"].as_str().unwrap();
         let calls = seen.iter().filter(|r| r.header("webhook-id") == id).count();
@@ -689,6 +767,61 @@ async fn events_that_are_not_cloudevents_with_a_usable_id_are_set_aside() {
         },
     )
     .await;
+    broadcaster.stop().await;
+    assert_eq!(receiver.seen_at("/hook").len(), 1);
+}
+
+/// Publishes `event` again, under the message id `msg_id`; whether JetStream took it for
+/// a duplicate.
+async fn republish(
+    js: &async_nats::jetstream::Context,
+    event: &ic_events::CloudEvent,
+    msg_id: &str,
+) -> bool {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(ic_events::NATS_MSG_ID, msg_id);
+    js.publish_with_headers(
+        event.subject_for_type().unwrap(),
+        headers,
+        serde_json::to_vec(event).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap()
+    .duplicate
+}
+
+#[tokio::test]
+async fn an_event_published_twice_is_delivered_once() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("once", &receiver.url("/hook"), ""),
+        &[],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    let event = publish(&js, "published").await;
+    // Again under the same `Nats-Msg-Id` (an outbox relay retrying a publish whose ack
+    // it lost): JetStream drops it.
+    assert!(republish(&js, &event, &event.id.to_string()).await);
+    // A copy under another message id reaches IC_EVENTS, and the fan-out: the task it
+    // writes has the same id as the first one's, and JetStream drops that instead.
+    assert!(!republish(&js, &event, "another-message-id").await);
+    broadcaster.wait_fanned_out(2).await;
+    receiver.wait_for("/hook", 1).await;
+    let tasks = js
+        .get_stream(ic_events::streams::IC_DELIVERIES)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    assert_eq!(tasks, 1, "one task ever stored for the event");
     broadcaster.stop().await;
     assert_eq!(receiver.seen_at("/hook").len(), 1);
 }

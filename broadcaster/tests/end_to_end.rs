@@ -16,9 +16,9 @@ use ic_testkit::NatsServer;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// Runs `standardwebhooks.Webhook(SECRET).verify(body, headers)`; the payload's `id` on
+/// Runs `standardwebhooks.Webhook(secret).verify(body, headers)`; the payload's `id` on
 /// success, `None` when verification fails.
-fn verify_with_python(body: &[u8], headers: [(&str, &str); 3]) -> Option<String> {
+fn verify_with_python(secret: &str, body: &[u8], headers: [(&str, &str); 3]) -> Option<String> {
     #[allow(clippy::disallowed_methods)]
     let python = std::env::var("IC_TEST_PYTHON").expect("IC_TEST_PYTHON from cargo xtask test");
     let headers: serde_json::Map<String, serde_json::Value> = headers
@@ -33,7 +33,7 @@ print(payload['id'])\n";
         .args([
             "-c",
             script,
-            SECRET,
+            secret,
             &serde_json::Value::Object(headers).to_string(),
         ])
         .stdin(Stdio::piped())
@@ -48,6 +48,9 @@ print(payload['id'])\n";
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
+
+const CORRELATION_ID: &str = "3f2c1e0a-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[sqlx::test(migrations = false)]
 async fn an_admin_write_becomes_a_webhook_the_official_library_verifies(pool: sqlx::PgPool) {
@@ -85,6 +88,8 @@ async fn an_admin_write_becomes_a_webhook_the_official_library_verifies(pool: sq
             http::Request::post("/admin/api/v1/services")
                 .header("content-type", "application/json")
                 .header("x-user-id", "editor-1")
+                .header("x-correlation-id", CORRELATION_ID)
+                .header("traceparent", TRACEPARENT)
                 .body(axum::body::Body::from(
                     r#"{"title":"Webhook check","description":"Sent to a webhook.","delivery_mode":"mobile_service"}"#,
                 ))
@@ -101,20 +106,30 @@ async fn an_admin_write_becomes_a_webhook_the_official_library_verifies(pool: sq
         "org.internationalcenter.services.service.created"
     );
     assert_eq!(event["data"]["title"], "Webhook check");
+    // The request's correlation id and trace reach the subscriber, in headers and event.
+    assert_eq!(request.header("x-correlation-id"), CORRELATION_ID);
+    assert_eq!(event["correlationid"], CORRELATION_ID);
+    let traceparent = request.header("traceparent");
+    assert_eq!(
+        traceparent.split('-').nth(1),
+        TRACEPARENT.split('-').nth(1),
+        "the same trace: {traceparent}"
+    );
+    assert_ne!(traceparent, TRACEPARENT, "a span of its own in that trace");
     let headers = [
         ("webhook-id", request.header("webhook-id")),
         ("webhook-timestamp", request.header("webhook-timestamp")),
         ("webhook-signature", request.header("webhook-signature")),
     ];
     assert_eq!(
-        verify_with_python(&request.body, headers).as_deref(),
+        verify_with_python(SECRET, &request.body, headers).as_deref(),
         event["id"].as_str(),
         "standardwebhooks verifies the signature"
     );
     let mut tampered = request.body.to_vec();
     tampered.extend_from_slice(b" ");
     assert_eq!(
-        verify_with_python(&tampered, headers),
+        verify_with_python(SECRET, &tampered, headers),
         None,
         "and rejects a body changed on the way"
     );
@@ -147,6 +162,16 @@ async fn a_rotated_secret_pair_verifies_with_either_secret() {
         ("webhook-timestamp", request.header("webhook-timestamp")),
         ("webhook-signature", request.header("webhook-signature")),
     ];
-    assert!(verify_with_python(&request.body, headers).is_some());
+    for secret in [SECRET, new_secret] {
+        assert!(
+            verify_with_python(secret, &request.body, headers).is_some(),
+            "a subscriber holding either secret verifies it ({secret})"
+        );
+    }
+    let other = "whsec_WllaWVpZWllaWVpZWllaWVpZWllaWVpZWllaWVo=";
+    assert!(
+        verify_with_python(other, &request.body, headers).is_none(),
+        "and one holding neither does not"
+    );
     broadcaster.stop().await;
 }

@@ -319,6 +319,18 @@ impl Stages {
             Ok(checked) => checked,
             Err(refused) => return refused,
         };
+        if request.method() == http::Method::OPTIONS {
+            // A plain OPTIONS (a preflight was answered by CORS): the route's methods,
+            // answered here (RFC 9110 §9.3.7), as the OpenAPI document says.
+            let mut response = http::StatusCode::NO_CONTENT.into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, gateway.route_check.table.allow_header());
+            response
+                .extensions_mut()
+                .insert(RouteLabel(matched.template));
+            return response;
+        }
         if let Err(err) = attach_identity(gateway.identity.as_ref(), &mut request).await {
             return err.into_response();
         }

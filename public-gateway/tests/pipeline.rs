@@ -259,6 +259,26 @@ async fn unlisted_paths_are_404_write_methods_405_and_the_upstream_sees_nothing(
 }
 
 #[tokio::test]
+async fn a_plain_options_is_answered_with_the_routes_methods_and_never_forwarded() {
+    let upstream = Recorder::start().await;
+    let router = gateway(&to_upstream(&upstream));
+    let options = |path: &str| {
+        http::Request::builder()
+            .method("OPTIONS")
+            .uri(path)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let res = call(&router, options("/api/v1/services/slug/a-b")).await;
+    assert_eq!(res.status, 204);
+    assert_eq!(res.headers["allow"], "GET, HEAD, OPTIONS");
+    assert_eq!(res.headers["x-content-type-options"], "nosniff");
+    // An unknown route is still 404.
+    assert_eq!(call(&router, options("/nowhere")).await.status, 404);
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}
+
+#[tokio::test]
 async fn a_get_or_head_with_a_body_is_refused_and_never_forwarded() {
     let upstream = Recorder::start().await;
     let router = gateway(&to_upstream(&upstream));
@@ -1134,7 +1154,15 @@ async fn the_openapi_document_describes_exactly_the_routes_the_gateway_lets_thro
             .keys()
             .filter(|k| *k != "parameters" && *k != "summary" && *k != "description")
             .collect();
-        assert_eq!(methods, ["get"], "{path} documents only GET");
+        if path.starts_with("/api/") {
+            assert_eq!(
+                methods,
+                ["get", "options"],
+                "{path}: GET, and OPTIONS answered here"
+            );
+        } else {
+            assert_eq!(methods, ["get"], "{path} documents only GET");
+        }
         let op = &item["get"];
         assert!(op["operationId"].is_string(), "{path}");
         assert!(op["responses"]["200"].is_object(), "{path}");
@@ -1143,4 +1171,89 @@ async fn the_openapi_document_describes_exactly_the_routes_the_gateway_lets_thro
         upstream.seen().is_empty(),
         "the document is the gateway's own"
     );
+}
+
+/// The OpenAPI document against the gateway's behaviour, as a user of the API would check
+/// it: schemathesis (PyPI, in the harness's venv, `IC_TEST_PYTHON`) generates valid and
+/// invalid requests from `/openapi.json` and runs every check on each answer, with the
+/// real services-api behind the gateway. Bounded (a fixed seed, 25 cases an operation);
+/// no failure is allowed. The content routes wait for content-api (nothing serves them
+/// here, so they would be 502s).
+#[sqlx::test(migrations = false)]
+async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx::PgPool) {
+    #[allow(clippy::disallowed_methods)]
+    let python = std::env::var("IC_TEST_PYTHON").expect("IC_TEST_PYTHON from cargo xtask test");
+    let backend = common::services_api_with(&pool, "Contract check", "contract-check").await;
+    ic_telemetry::install_crypto_provider();
+    let port = ic_testkit::free_port();
+    let env: Env = [
+        ("SERVICES_API_URL", format!("http://{backend}")),
+        ("PUBLIC_GATEWAY_PORT", port.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let app = public_gateway::App::build(Config::from_env(env).unwrap())
+        .await
+        .unwrap();
+    let token = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    let reports = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(&python)
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(format!("http://127.0.0.1:{port}/openapi.json"))
+        .args([
+            "--checks",
+            "all",
+            "--exclude-path-regex",
+            "^/api/v1/content",
+            "--max-examples",
+            "25",
+            "--seed",
+            "20261207",
+            "--workers",
+            "2",
+            "--no-color",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "10",
+        ])
+        .arg("--report-dir")
+        .arg(reports.path())
+        .current_dir(reports.path())
+        .output()
+        .await
+        .expect("schemathesis runs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        run.status.success(),
+        "schemathesis found failures:\n{output}"
+    );
+    token.cancel();
+    server.await.unwrap().unwrap();
+}
+
+#[test]
+fn a_malformed_variable_is_one_line_naming_it_and_exit_code_2() {
+    for (name, value) in [
+        ("PUBLIC_GATEWAY_PORT", "eighty"),
+        ("PUBLIC_RATE_LIMIT_PER_MINUTE", "0"),
+        ("MAX_CONNECTIONS", "many"),
+        ("TRUSTED_PROXIES", "10.0.0.0/99"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_public-gateway"))
+            .env_clear()
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
 }

@@ -362,3 +362,120 @@ async fn with_loki_configured_audit_records_are_shipped_there_and_history_is_rea
         "Loki serves 30 days at a time"
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn every_kind_of_write_publishes_its_own_subject_and_audit_record(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let mut steps: Vec<(Uuid, &[&str])> = Vec::new();
+    let mut step = async |method: Method,
+                          path: String,
+                          body: Option<Value>,
+                          subjects: &'static [&'static str]| {
+        let (correlation, res) = write(&app, method, &path, body).await;
+        assert!(
+            res.status.is_success(),
+            "{path}: {} {:?}",
+            res.status,
+            res.body
+        );
+        steps.push((correlation, subjects));
+        res.body
+    };
+    let category = step(
+        Method::POST,
+        "/admin/api/v1/services/categories".into(),
+        Some(json!({"name": "Cardio"})),
+        &["ic.services.category.created"],
+    )
+    .await;
+    let category_id = category["category_id"].as_str().unwrap().to_owned();
+    step(
+        Method::PUT,
+        format!("/admin/api/v1/services/categories/{category_id}"),
+        Some(json!({"name": "Cardiology"})),
+        &["ic.services.category.updated"],
+    )
+    .await;
+    let service = step(
+        Method::POST,
+        "/admin/api/v1/services".into(),
+        Some(json!({"title": "Echo", "description": "d", "delivery_mode": "mobile_service", "category_id": category_id})),
+        &["ic.services.service.created"],
+    )
+    .await;
+    let service_id = service["service_id"].as_str().unwrap().to_owned();
+    step(
+        Method::PUT,
+        format!("/admin/api/v1/services/{service_id}"),
+        Some(json!({"title": "Echocardiography"})),
+        &["ic.services.service.updated"],
+    )
+    .await;
+    step(
+        Method::POST,
+        format!("/admin/api/v1/services/{service_id}/publish"),
+        None,
+        &["ic.services.service.published"],
+    )
+    .await;
+    step(
+        Method::POST,
+        format!("/admin/api/v1/services/{service_id}/archive"),
+        None,
+        &["ic.services.service.archived"],
+    )
+    .await;
+    let featured = step(
+        Method::POST,
+        "/admin/api/v1/services/featured-categories".into(),
+        Some(json!({"category_id": category_id, "feature_position": 1})),
+        &["ic.services.featured_category.set"],
+    )
+    .await;
+    step(
+        Method::DELETE,
+        "/admin/api/v1/services/featured-categories/1".into(),
+        None,
+        &["ic.services.featured_category.removed"],
+    )
+    .await;
+    // Deleting a category moves its services to the default one: each move is an event.
+    step(
+        Method::DELETE,
+        format!("/admin/api/v1/services/categories/{category_id}"),
+        None,
+        &[
+            "ic.services.category.deleted",
+            "ic.services.service.updated",
+        ],
+    )
+    .await;
+    step(
+        Method::DELETE,
+        format!("/admin/api/v1/services/{service_id}"),
+        None,
+        &["ic.services.service.deleted"],
+    )
+    .await;
+    app.wait_relayed().await;
+    for (correlation, expected) in &steps {
+        let events = events_with_correlation(&app.jetstream, *correlation).await;
+        let mut subjects: Vec<&str> = events.iter().map(|(s, _)| s.as_str()).collect();
+        subjects.sort_unstable();
+        assert_eq!(subjects, *expected, "the events of one write");
+    }
+    // The featured category's audit trail: set, then removed.
+    let featured_id = featured["featured_category_id"]
+        .as_str()
+        .or_else(|| featured["id"].as_str())
+        .unwrap_or_else(|| panic!("the featured category's id: {featured}"))
+        .to_owned();
+    let records = audit_records(&app.jetstream, "featured_category", &featured_id).await;
+    let operations: Vec<&str> = records
+        .iter()
+        .map(|r| r["operation_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations, ["INSERT", "DELETE"], "{records:?}");
+    assert_eq!(records[0]["data_snapshot"]["after"]["feature_position"], 1);
+    assert_eq!(records[1]["data_snapshot"]["after"], Value::Null);
+}

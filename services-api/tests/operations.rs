@@ -180,3 +180,22 @@ async fn metrics_label_requests_by_route_template_never_by_raw_id(pool: PgPool) 
     );
     ic_testkit::promtool_check_metrics(&text).unwrap();
 }
+
+#[test]
+fn a_malformed_variable_is_one_line_naming_it_and_exit_code_2() {
+    for (name, value) in [
+        ("SERVICES_API_PORT", "eighty"),
+        ("DATABASE_MAX_CONNECTIONS", "-1"),
+        ("ENVIRONMENT", "nonsense"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_services-api"))
+            .env_clear()
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
+}

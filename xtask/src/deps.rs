@@ -71,7 +71,10 @@ pub fn ensure_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
 
 /// Python packages (pip name, module) the test suite verifies against: the official
 /// Standard Webhooks library checks the broadcaster's signatures.
-pub const TEST_PYTHON_PACKAGES: [(&str, &str); 1] = [("standardwebhooks", "standardwebhooks")];
+pub const TEST_PYTHON_PACKAGES: [(&str, &str); 2] = [
+    ("standardwebhooks", "standardwebhooks"),
+    ("schemathesis", "schemathesis"),
+];
 
 /// A Python virtual environment in `dir` with `packages` (pip name, module) installed
 /// (created, with Debian's `python3-venv` if need be, on first use); returns its

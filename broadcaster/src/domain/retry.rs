@@ -94,6 +94,13 @@ impl Default for RetrySchedule {
     }
 }
 
+/// The wait before the next attempt: the schedule's, or longer when the endpoint asked
+/// for more (`Retry-After` is "not before"); never shorter, so a `Retry-After: 0` cannot
+/// burn every attempt.
+pub fn next_delay(scheduled: Duration, retry_after: Option<Duration>) -> Duration {
+    retry_after.map_or(scheduled, |asked| asked.max(scheduled))
+}
+
 /// The delay asked for by a `Retry-After` header (seconds, or an HTTP date), capped at
 /// `max`. `None` when absent or unreadable.
 pub fn retry_after(
@@ -154,6 +161,17 @@ mod tests {
             "longer than the tasks are kept"
         );
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn retry_after_lengthens_the_wait_and_never_shortens_it() {
+        let scheduled = Duration::from_millis(100);
+        assert_eq!(next_delay(scheduled, None), scheduled);
+        assert_eq!(
+            next_delay(scheduled, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(next_delay(scheduled, Some(Duration::ZERO)), scheduled);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderValue, header};
+use http::header;
 use http_body::Body as _;
 use ic_http::{ApiError, ErrorCode};
 
@@ -62,15 +62,9 @@ impl RouteCheck {
                     "method not allowed on this route",
                 )
                 .into_response();
-                let allow: Vec<&str> = self
-                    .table
-                    .methods()
-                    .iter()
-                    .map(http::Method::as_str)
-                    .collect();
-                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
-                    response.headers_mut().insert(header::ALLOW, value);
-                }
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, self.table.allow_header());
                 return Err(response);
             }
             _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route").into_response()),

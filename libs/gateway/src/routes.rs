@@ -110,6 +110,12 @@ impl RouteTable {
         Self { routes, methods }
     }
 
+    /// The `Allow` header of every route (their methods), for 405s and plain OPTIONS.
+    pub fn allow_header(&self) -> http::HeaderValue {
+        let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+        http::HeaderValue::from_str(&names.join(", ")).expect("method names are header values")
+    }
+
     /// Decides for a normalised path and a method; returns the template and upstream.
     pub fn decide(&self, method: &Method, path: &NormalPath) -> RouteDecision<'_> {
         // The most specific match wins: static segments before parameters
@@ -143,11 +149,6 @@ impl RouteTable {
             return RouteDecision::MethodNotAllowed;
         }
         RouteDecision::Allowed(route.template, route.upstream, route.timeout)
-    }
-
-    /// The allowed methods, for `Allow` headers.
-    pub fn methods(&self) -> &[Method] {
-        &self.methods
     }
 }
 

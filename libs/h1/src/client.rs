@@ -34,7 +34,7 @@ use crate::{
     BoxError,
     framing::{Decoder, Framing, FramingError, FramingHeaders, READ_CHUNK, header_places},
     idle::Idle,
-    pool::Pool,
+    pool::{Pool, Slot},
     writer::{BodyEnd, Out, push_framing, push_headers, push_length, write_body},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -42,7 +42,6 @@ use http_body::{Body as _, Frame, SizeHint};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
-    sync::OwnedSemaphorePermit,
 };
 
 /// Largest response head accepted from an upstream.
@@ -217,7 +216,13 @@ impl Client {
         // is sent is retried once on a fresh connection, but only for a request that can
         // safely be sent twice.
         let retryable = !has_body && parts.method.is_idempotent();
-        let slot = pool.slot(self.inner.connect_timeout).await?;
+        let slot = match pool.try_slot() {
+            Some(slot) => slot,
+            None => {
+                let wait = Box::pin(pool.clone().wait_slot(self.inner.connect_timeout));
+                wait.await?
+            }
+        };
         let mut body = Some(body);
         let mut fresh = false;
         loop {
@@ -656,7 +661,7 @@ pub struct ResponseBody {
     keep_alive: bool,
     pool: Arc<Pool>,
     /// The pool's slot for this exchange, freed once the body is read or failed.
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 }
 
 impl ResponseBody {
@@ -666,7 +671,7 @@ impl ResponseBody {
         framing: Framing,
         keep_alive: bool,
         pool: Arc<Pool>,
-        slot: OwnedSemaphorePermit,
+        slot: Slot,
     ) -> Self {
         let mut body = Self {
             peeked: None,
@@ -683,11 +688,12 @@ impl ResponseBody {
         body
     }
 
-    /// Decodes the first piece of the body from the bytes that came with the head, if
-    /// any, without waiting for more: an error there fails the exchange before its head
-    /// is passed on.
+    /// Decodes the first piece of a chunked body from the bytes that came with the head,
+    /// if any, without waiting for more: an error there fails the exchange before its
+    /// head is passed on. (A body framed by its length or the close has nothing to be
+    /// wrong about before it is cut short.)
     fn peek(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() || self.stream.is_none() {
+        if self.buf.is_empty() || self.stream.is_none() || !self.decoder.is_chunked() {
             return Ok(());
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());

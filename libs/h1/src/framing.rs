@@ -188,6 +188,11 @@ impl Decoder {
         }
     }
 
+    /// Whether the body is chunked (and not yet all read).
+    pub fn is_chunked(&self) -> bool {
+        self.framing == Framing::Chunked
+    }
+
     /// The whole body has been read (or it failed).
     pub fn is_done(&self) -> bool {
         self.framing == Framing::Empty

@@ -2,48 +2,87 @@
 //! slot for each exchange in flight ([`crate::client::Client::with_max_connections`]).
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use tokio::{
-    net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore},
-};
+use tokio::{net::TcpStream, sync::Notify};
 
 use crate::client::ClientError;
 
 /// Idle connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
-/// Connections to one authority: the idle ones, most recently used last, and a slot for
-/// each one in use.
+/// Connections to one authority: the idle ones, most recently used last, and a count of
+/// the exchanges in flight.
 #[derive(Debug)]
 pub(crate) struct Pool {
     idle: Mutex<Vec<(TcpStream, Instant)>>,
-    /// [`crate::client::Client::with_max_connections`] slots; an exchange holds one from before
-    /// it takes a connection until its response body has been read (or dropped).
-    active: Arc<Semaphore>,
+    /// Exchanges in flight, at most `max_active`
+    /// ([`crate::client::Client::with_max_connections`]): one atomic add and one
+    /// subtract each, where a semaphore would also lock its waiter list.
+    active: AtomicUsize,
+    max_active: usize,
+    /// Exchanges waiting for one to end, and how they are told.
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+/// An exchange's place among the pool's `max_active`; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Pool>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.freed.notify_waiters();
+        }
+    }
 }
 
 impl Pool {
     pub(crate) fn new(max_active: usize) -> Self {
         Self {
             idle: Mutex::default(),
-            active: Arc::new(Semaphore::new(max_active.max(1))),
+            active: AtomicUsize::new(0),
+            max_active: max_active.max(1),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
         }
     }
 
-    /// A slot for one more exchange: at once when one is free, else the first to free up
-    /// within `wait`.
-    pub(crate) async fn slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit, ClientError> {
-        if let Ok(slot) = self.active.clone().try_acquire_owned() {
-            return Ok(slot);
+    /// A slot for one more exchange, if one is free.
+    pub(crate) fn try_slot(self: &Arc<Self>) -> Option<Slot> {
+        if self.active.fetch_add(1, Ordering::SeqCst) < self.max_active {
+            return Some(Slot(self.clone()));
         }
-        match tokio::time::timeout(wait, self.active.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(slot),
-            _ => Err(ClientError::Busy),
-        }
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        None
+    }
+
+    /// The first slot to free up within `wait`. (Boxed by the caller: its timer would
+    /// otherwise make every exchange's future larger, and moving it dearer.)
+    pub(crate) async fn wait_slot(self: Arc<Self>, wait: Duration) -> Result<Slot, ClientError> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + wait;
+        let slot = loop {
+            // Registered before looking again, so a slot freed in between is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.try_slot() {
+                break Ok(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break Err(ClientError::Busy);
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        slot
     }
 
     pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {

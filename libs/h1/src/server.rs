@@ -206,11 +206,14 @@ pub async fn serve_with<H: Handler>(
             () = token.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let served = connection(stream, peer.ip(), handler.clone(), token.clone(), options);
-        connections.spawn(async move {
-            served.await;
-            drop(slot);
-        });
+        connections.spawn(connection(
+            stream,
+            peer.ip(),
+            handler.clone(),
+            token.clone(),
+            options,
+            slot,
+        ));
     }
     drop(listener);
     connections.close();
@@ -241,13 +244,16 @@ pub(crate) struct Head {
 }
 
 /// One connection, request after request.
+/// (`slot`, its place among [`ServeOptions::max_connections`], is freed when it ends.)
 async fn connection<H: Handler>(
     mut stream: TcpStream,
     peer: IpAddr,
     handler: Arc<H>,
     token: CancellationToken,
     options: ServeOptions,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let _slot = slot;
     let header_read_timeout = options.header_read_timeout;
     let (mut rd, wr) = stream.split();
     let mut wr = Idle::new(wr, options.idle_timeout);

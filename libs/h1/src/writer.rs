@@ -34,7 +34,7 @@ pub(crate) enum Out {
 
 /// Appends the header lines of `headers`, but those whose names `skip` takes (framing and
 /// connection management, which each end writes itself).
-pub(crate) fn push_headers(out: &mut Vec<u8>, headers: &HeaderMap, skip: fn(&str) -> bool) {
+pub(crate) fn push_headers(out: &mut Vec<u8>, headers: &HeaderMap, skip: impl Fn(&str) -> bool) {
     for (name, value) in headers {
         if !skip(name.as_str()) {
             push_header(out, name, value);

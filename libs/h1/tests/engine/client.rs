@@ -41,6 +41,8 @@ struct Scripted {
     addr: std::net::SocketAddr,
     connections: Arc<AtomicUsize>,
     heads: Arc<Mutex<Vec<String>>>,
+    /// What answers have done after them (closed, or sent their stray bytes).
+    afters: Arc<AtomicUsize>,
 }
 
 impl Scripted {
@@ -49,18 +51,33 @@ impl Scripted {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (count, log) = (connections.clone(), heads.clone());
+        let afters = Arc::new(AtomicUsize::new(0));
+        let (count, log, done) = (connections.clone(), heads.clone(), afters.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_script(stream, answer, log.clone()));
+                tokio::spawn(serve_script(stream, answer, log.clone(), done.clone()));
             }
         });
         Self {
             addr,
             connections,
             heads,
+            afters,
+        }
+    }
+
+    /// Waits (5 s at most) until `n` answers have done what comes after them: a close
+    /// has reached the client's socket, stray bytes are in it.
+    async fn afters_done(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.afters.load(Ordering::SeqCst) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the upstream did not get that far"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -77,6 +94,7 @@ async fn serve_script(
     mut stream: TcpStream,
     answer: fn(&str) -> (Vec<u8>, After),
     log: Arc<Mutex<Vec<String>>>,
+    afters: Arc<AtomicUsize>,
 ) {
     let mut buf = Vec::new();
     let mut refuse = false;
@@ -100,12 +118,18 @@ async fn serve_script(
         }
         let (bytes, after) = answer(&path);
         refuse = after == After::RefuseNext;
-        if stream.write_all(&bytes).await.is_err() || after == After::Close {
+        if stream.write_all(&bytes).await.is_err() {
+            return;
+        }
+        if after == After::Close {
+            drop(stream);
+            afters.fetch_add(1, Ordering::SeqCst);
             return;
         }
         if let After::Then(more) = after {
             tokio::time::sleep(Duration::from_millis(10)).await;
             let _ = stream.write_all(more).await;
+            afters.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -283,7 +307,7 @@ async fn bytes_arriving_on_an_idle_connection_never_become_the_next_answer() {
     let client = client();
     let (_, body) = fetch(&client, get(&upstream.url("/stray"))).await;
     assert_eq!(body.unwrap(), "ok");
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    upstream.afters_done(1).await;
     let (_, body) = fetch(&client, get(&upstream.url("/length"))).await;
     assert_eq!(
         body.unwrap(),
@@ -353,11 +377,11 @@ fn closes_after_each(path: &str) -> (Vec<u8>, After) {
 async fn a_pooled_connection_closed_while_idle_costs_no_request() {
     let upstream = Scripted::start(closes_after_each).await;
     let client = client();
-    for _ in 0..3 {
+    for n in 1..=3 {
         let (status, body) = fetch(&client, get(&upstream.url("/x"))).await;
         assert_eq!((status, body.unwrap()), (200, Bytes::from("ok")));
-        // Let the close reach us, so the next request meets a dead pooled connection.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Once the close has reached us, the next request meets a dead pooled connection.
+        upstream.afters_done(n).await;
     }
     // A request that cannot be repeated checks its connection before using it.
     let post = http::Request::post(upstream.url("/x"))
