@@ -825,3 +825,122 @@ async fn an_event_published_twice_is_delivered_once() {
     broadcaster.stop().await;
     assert_eq!(receiver.seen_at("/hook").len(), 1);
 }
+
+#[tokio::test]
+async fn a_bulk_replay_of_one_subscription_delivers_each_of_its_dead_letters_again() {
+    let nats = NatsServer::start();
+    let healed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heal = healed.clone();
+    let receiver = Receiver::start(move |_, _| {
+        Reply::Status(if heal.load(std::sync::atomic::Ordering::SeqCst) {
+            200
+        } else {
+            500
+        })
+    })
+    .await;
+    let subs = format!(
+        "{}{}",
+        subscription("bulk", &receiver.url("/bulk"), ""),
+        subscription("other", &receiver.url("/other"), "")
+    );
+    let broadcaster = start(
+        &nats.url(),
+        &subs,
+        &[
+            ("BROADCASTER_RETRY_SCHEDULE", "50ms"),
+            // No breaker pausing the endpoints between the failures.
+            ("BROADCASTER_BREAKER_FAILURES", "100"),
+        ],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(publish(&js, "published").await.id.to_string());
+    }
+    ic_testkit::eventually(Duration::from_secs(30), "six dead letters", || async {
+        let body = get_json(&broadcaster.url("/dead-letters")).await;
+        (body["count"] == 6).then_some(())
+    })
+    .await;
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let replay = reqwest::Client::new()
+        .post(broadcaster.url("/dead-letters/replay?subscription_id=bulk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    let body: Value = replay.json().await.unwrap();
+    assert_eq!(body["replayed"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(body["skipped"], serde_json::json!([]));
+    // Two failed attempts each, then the replay's successful one.
+    let got = receiver.wait_for("/bulk", 9).await;
+    let mut delivered: Vec<&str> = got[6..].iter().map(|r| r.header("webhook-id")).collect();
+    delivered.sort_unstable();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(delivered, expected, "each dead letter once more, same ids");
+    let left = get_json(&broadcaster.url("/dead-letters")).await;
+    assert_eq!(left["count"], 3, "the other subscription's stay: {left}");
+    assert!(
+        left["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["subscription_id"] == "other"),
+        "{left}"
+    );
+    broadcaster.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_subjects_broadcaster_subjects_names_are_consumed() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription("all", &receiver.url("/hook"), ""),
+        &[("BROADCASTER_SUBJECTS", "ic.services.service.published")],
+    )
+    .await;
+    let js = common::jetstream(&nats.url()).await;
+    let created = publish(&js, "created").await;
+    let published = publish(&js, "published").await;
+    // Only the one subject is fanned out; the other event is never taken.
+    broadcaster.wait_fanned_out(1).await;
+    let got = receiver.wait_for("/hook", 1).await;
+    assert_eq!(got[0].header("webhook-id"), published.id.to_string());
+    let text = reqwest::get(format!(
+        "http://127.0.0.1:{}/metrics",
+        broadcaster.metrics_port
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        text.contains(r#"broadcaster_messages_processed_total{result="fanned_out"} 1"#),
+        "{text}"
+    );
+    // The other event is in the stream, and nothing is left for the consumer to take.
+    let stream = js.get_stream(ic_events::streams::IC_EVENTS).await.unwrap();
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+            broadcaster::fanout::WORKERS_CONSUMER,
+        )
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_pending, 0, "{info:?}");
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    broadcaster.stop().await;
+    assert!(
+        receiver
+            .seen_at("/hook")
+            .iter()
+            .all(|r| r.header("webhook-id") != created.id.to_string()),
+        "the created event was not consumed"
+    );
+}
