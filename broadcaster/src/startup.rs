@@ -37,12 +37,7 @@ pub struct AppState {
 /// Readiness: NATS connected and the shared consumer bound.
 pub fn health(environment: &str, nats: async_nats::Client, bound: Arc<AtomicBool>) -> Health {
     Health::new(
-        HealthInfo {
-            service: SERVICE_NAME,
-            version: VERSION,
-            environment: environment.to_owned(),
-            dapr_app_id: SERVICE_NAME,
-        },
+        HealthInfo::new(SERVICE_NAME, VERSION, environment),
         vec![
             Check::new("nats", Criticality::Critical, move || {
                 let state = nats.connection_state();

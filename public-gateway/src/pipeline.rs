@@ -152,12 +152,7 @@ fn health(environment: &str, upstreams: &Upstreams, limiter: Arc<Limiter>) -> He
         ));
     }
     Health::new(
-        HealthInfo {
-            service: SERVICE_NAME,
-            version: VERSION,
-            environment: environment.to_owned(),
-            dapr_app_id: SERVICE_NAME,
-        },
+        HealthInfo::new(SERVICE_NAME, VERSION, environment),
         checks,
         Duration::from_secs(2),
     )

@@ -21,16 +21,7 @@ async fn main() -> ExitCode {
     let _telemetry = ic_telemetry::init(&config.telemetry());
     let app = match App::build(config).await {
         Ok(app) => app,
-        Err(err) => {
-            tracing::error!(error = %err, "failed to start");
-            return ExitCode::FAILURE;
-        }
+        Err(err) => return ic_telemetry::failed_to_start(err),
     };
-    match app.run_until_stopped().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %err, "stopped with an error");
-            ExitCode::FAILURE
-        }
-    }
+    ic_telemetry::exit_code(app.run_until_stopped().await)
 }

@@ -95,12 +95,7 @@ pub enum StartupError {
 /// and are relayed when it returns).
 pub fn health(environment: &str, pool: PgPool, nats: async_nats::Client) -> Health {
     Health::new(
-        HealthInfo {
-            service: SERVICE_NAME,
-            version: VERSION,
-            environment: environment.to_owned(),
-            dapr_app_id: SERVICE_NAME,
-        },
+        HealthInfo::new(SERVICE_NAME, VERSION, environment),
         vec![
             Check::new("postgres", Criticality::Critical, move || {
                 let pool = pool.clone();

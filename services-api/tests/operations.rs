@@ -188,14 +188,6 @@ fn a_malformed_variable_is_one_line_naming_it_and_exit_code_2() {
         ("DATABASE_MAX_CONNECTIONS", "-1"),
         ("ENVIRONMENT", "nonsense"),
     ] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_services-api"))
-            .env_clear()
-            .env(name, value)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
-        assert!(stderr.contains(name), "{name}: {stderr}");
+        ic_testkit::assert_config_error(env!("CARGO_BIN_EXE_services-api"), name, value);
     }
 }

@@ -1,5 +1,7 @@
 //! The streaming reverse proxy: pooled keep-alive connections ([`ic_h1::client`]),
-//! bodies streamed both ways (never buffered), hop-by-hop headers stripped,
+//! bodies streamed both ways (never buffered), the upstream answer's hop-by-hop headers
+//! stripped (a request's went in the gateway's hygiene stage, [`crate::hygiene`], which
+//! must run first; the engine's client also never writes the hop-by-hop names),
 //! `X-Forwarded-*` set, trace context and correlation id forwarded, `dapr-api-token`
 //! added, connect and response timeouts.
 //! Upstream refused → 502, timeout → 504, upstream errors passed through.

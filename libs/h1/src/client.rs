@@ -349,6 +349,9 @@ fn request_head(
                 | "te"
                 | "keep-alive"
                 | "proxy-connection"
+                | "proxy-authorization"
+                | "proxy-authenticate"
+                | "trailer"
         )
     });
     match (has_body, size.exact()) {

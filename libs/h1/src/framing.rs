@@ -280,6 +280,9 @@ impl Decoder {
                         }
                         continue;
                     };
+                    if end > MAX_CHUNK_LINE {
+                        return bad("chunk header too long");
+                    }
                     let line = buf.split_to(end + 2);
                     let line = &line[..end];
                     // A bare LF or CR (or any control byte) inside a chunk line ends it
@@ -557,6 +560,11 @@ mod tests {
         wire.extend_from_slice(b"\r\n");
         let (decoded, _) = decode(Framing::Chunked, wire, 5).await;
         assert_eq!(decoded.unwrap_err().to_string(), "trailers too large");
+
+        // One line past 8 KiB, even arriving whole with its line end, is refused.
+        let wire = format!("1;e={}\r\nx\r\n0\r\n\r\n", "a".repeat(9000)).into_bytes();
+        let (decoded, _) = decode(Framing::Chunked, wire, 11).await;
+        assert_eq!(decoded.unwrap_err().to_string(), "chunk header too long");
 
         // Within it: a few short extensions, padded sizes and trailers are fine.
         let wire =

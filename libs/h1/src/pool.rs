@@ -67,9 +67,17 @@ impl Pool {
     /// The first slot to free up within `wait`. (Boxed by the caller: its timer would
     /// otherwise make every exchange's future larger, and moving it dearer.)
     pub(crate) async fn wait_slot(self: Arc<Self>, wait: Duration) -> Result<Slot, ClientError> {
+        /// Counts a waiter until it is done waiting, or dropped while it waits.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         let deadline = tokio::time::Instant::now() + wait;
-        let slot = loop {
+        loop {
             // Registered before looking again, so a slot freed in between is not missed.
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -80,9 +88,7 @@ impl Pool {
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 break Err(ClientError::Busy);
             }
-        };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        slot
+        }
     }
 
     pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
@@ -100,5 +106,29 @@ impl Pool {
         if idle.len() < MAX_IDLE_PER_UPSTREAM {
             idle.push((stream, Instant::now()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_dropped_while_it_waits_is_no_longer_counted_and_slots_come_back() {
+        let pool = Arc::new(Pool::new(1));
+        let held = pool.try_slot().expect("the one slot");
+        assert!(pool.try_slot().is_none());
+        let waiting = Box::pin(pool.clone().wait_slot(Duration::from_secs(10)));
+        // Polled once (it starts waiting), then dropped, as a cancelled request is.
+        let mut waiting = waiting;
+        let polled = futures::poll!(waiting.as_mut());
+        assert!(polled.is_pending());
+        assert_eq!(pool.waiting.load(Ordering::SeqCst), 1);
+        drop(waiting);
+        assert_eq!(pool.waiting.load(Ordering::SeqCst), 0);
+        drop(held);
+        assert_eq!(pool.active.load(Ordering::SeqCst), 0);
+        let again = pool.clone().wait_slot(Duration::from_secs(1)).await;
+        assert!(again.is_ok(), "a freed slot is taken at once");
     }
 }

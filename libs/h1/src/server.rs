@@ -638,7 +638,15 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
 /// A request line with a well-formed version other than HTTP/1.0 and 1.1 is 505 (RFC 9110
 /// §15.6.6); anything else the parser took for a bad version is a malformed head.
 fn version_refusal(buf: &[u8]) -> Refusal {
-    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    // The parser skips empty lines before the request line; so does this.
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let line = buf[start..]
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|b| *b == b' ');
     let (Some(_method), Some(_target), Some(version), None) =
@@ -689,7 +697,14 @@ fn valid_host(value: &[u8]) -> bool {
         let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b);
         (!host.is_empty() && host.iter().all(name_byte), port)
     };
-    host_ok && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+    host_ok
+        && port.is_none_or(|p| {
+            p.len() <= 5
+                && p.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(p)
+                    .ok()
+                    .is_none_or(|p| p.is_empty() || p.parse::<u16>().is_ok())
+        })
 }
 
 /// How reading a request body ended.

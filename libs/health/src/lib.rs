@@ -75,6 +75,18 @@ pub struct HealthInfo {
     pub dapr_app_id: &'static str,
 }
 
+impl HealthInfo {
+    /// A service's own facts: its Dapr app id is its crate name (`shared/spec/README.md`).
+    pub fn new(service: &'static str, version: &'static str, environment: &str) -> Self {
+        Self {
+            service,
+            version,
+            environment: environment.to_owned(),
+            dapr_app_id: service,
+        }
+    }
+}
+
 /// State of the health routes.
 #[derive(Debug, Clone)]
 pub struct Health {

@@ -24,6 +24,24 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// What `main` answers when the service could not start (ports, connections): the
+/// cause logged, exit code 1.
+pub fn failed_to_start(err: impl std::fmt::Display) -> std::process::ExitCode {
+    tracing::error!(error = %err, "failed to start");
+    std::process::ExitCode::FAILURE
+}
+
+/// `main`'s exit code once the service has stopped: 0, or 1 with the cause logged.
+pub fn exit_code(stopped: std::io::Result<()>) -> std::process::ExitCode {
+    match stopped {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "stopped with an error");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The correlation id's header, on HTTP and in NATS messages alike (`shared/spec/README.md`,
 /// "Request identity headers"): the one spelling every crate uses.
 pub const X_CORRELATION_ID: &str = "x-correlation-id";

@@ -468,3 +468,17 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// Runs a service `binary` with only `name=value` in its environment and checks the
+/// spec's answer to a malformed variable: one line on stderr naming it, exit code 2.
+pub fn assert_config_error(binary: &str, name: &str, value: &str) {
+    let output = Command::new(binary)
+        .env_clear()
+        .env(name, value)
+        .output()
+        .expect("the service binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+    assert!(stderr.contains(name), "{name}: {stderr}");
+}

@@ -223,6 +223,8 @@ async fn one_connection_serves_request_after_request_whatever_the_framing() {
         .header("te", "trailers")
         .header("keep-alive", "timeout=5")
         .header("proxy-connection", "keep-alive")
+        .header("proxy-authorization", "Basic eDp5")
+        .header("trailer", "x-checksum")
         .header("accept", "application/json")
         .body(Body::empty())
         .unwrap();
@@ -230,7 +232,15 @@ async fn one_connection_serves_request_after_request_whatever_the_framing() {
     assert_eq!(body.unwrap(), "hello");
     let last = upstream.heads.lock().unwrap().last().cloned().unwrap();
     assert!(last.contains("accept: application/json\r\n"), "{last}");
-    for name in ["expect", "upgrade", "te:", "keep-alive", "proxy-connection"] {
+    for name in [
+        "expect",
+        "upgrade",
+        "te:",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "trailer",
+    ] {
         assert!(!last.contains(name), "{name} passed on: {last}");
     }
     let (status, body) = fetch(&client, get(&upstream.url("/chunked"))).await;

@@ -444,6 +444,7 @@ async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
             b"GET /echo HTTP/1.1\r\nhost: user@gw\r\n\r\n",
         ),
         ("a named port", b"GET /echo HTTP/1.1\r\nhost: gw:http\r\n\r\n"),
+        ("a port past 65535", b"GET /echo HTTP/1.1\r\nhost: gw:99999\r\n\r\n"),
         (
             "a bad Host on HTTP/1.0",
             b"GET /echo HTTP/1.0\r\nhost: a b\r\n\r\n",
@@ -473,6 +474,12 @@ async fn ambiguous_or_malformed_requests_are_refused_before_the_pipeline() {
         (
             "HTTP/1.2",
             b"GET /echo HTTP/1.2\r\nhost: gw\r\n\r\n",
+            505,
+            "HTTP_VERSION_NOT_SUPPORTED",
+        ),
+        (
+            "HTTP/2.0 after empty lines",
+            b"\r\n\r\nGET /echo HTTP/2.0\r\nhost: gw\r\n\r\n",
             505,
             "HTTP_VERSION_NOT_SUPPORTED",
         ),
