@@ -123,18 +123,13 @@ async fn a_429_or_503_with_retry_after_is_retried_and_then_delivered() {
         got.iter()
             .all(|r| r.header("webhook-id") == event.id.to_string())
     );
-    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
-    ic_testkit::eventually(Duration::from_secs(10), "the calls counted", || async {
-        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-        (text.contains(
+    broadcaster
+        .wait_metrics(&[
             r#"broadcaster_webhook_requests_total{subscription="busy",status_class="4xx"} 1"#,
-        ) && text.contains(
             r#"broadcaster_webhook_requests_total{subscription="busy",status_class="5xx"} 1"#,
-        ) && text
-            .contains(r#"broadcaster_deliveries_total{subscription="busy",result="delivered"} 1"#))
-        .then_some(())
-    })
-    .await;
+            r#"broadcaster_deliveries_total{subscription="busy",result="delivered"} 1"#,
+        ])
+        .await;
     broadcaster.stop().await;
     assert_eq!(
         receiver.seen_at("/hook").len(),
@@ -168,16 +163,12 @@ async fn a_call_that_times_out_is_a_failed_attempt_retried_with_the_same_id() {
         got.iter()
             .all(|r| r.header("webhook-id") == event.id.to_string())
     );
-    let url = format!("http://127.0.0.1:{}/metrics", broadcaster.metrics_port);
-    ic_testkit::eventually(Duration::from_secs(10), "a timeout counted", || async {
-        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-        (text.contains(
+    broadcaster
+        .wait_metrics(&[
             r#"broadcaster_webhook_requests_total{subscription="slow",status_class="timeout"} 1"#,
-        ) && text
-            .contains(r#"broadcaster_deliveries_total{subscription="slow",result="delivered"} 1"#))
-        .then_some(())
-    })
-    .await;
+            r#"broadcaster_deliveries_total{subscription="slow",result="delivered"} 1"#,
+        ])
+        .await;
     receiver.release();
     broadcaster.stop().await;
 }

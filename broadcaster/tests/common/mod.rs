@@ -166,13 +166,22 @@ impl Running {
 
     /// Waits until `n` events were fanned out (so what they lead to has been decided).
     pub async fn wait_fanned_out(&self, n: u64) {
-        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         let line = format!(r#"broadcaster_messages_processed_total{{result="fanned_out"}} {n}"#);
-        ic_testkit::eventually(Duration::from_secs(30), &line, || async {
+        self.wait_metrics(&[&line]).await;
+    }
+
+    /// Waits (30 s at most) until `/metrics` has each of `lines`; returns the text.
+    pub async fn wait_metrics(&self, lines: &[&str]) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let what = lines.join(", ");
+        ic_testkit::eventually(Duration::from_secs(30), &what, || async {
             let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-            text.lines().any(|l| l == line).then_some(())
+            lines
+                .iter()
+                .all(|line| text.lines().any(|l| l == *line))
+                .then_some(text)
         })
-        .await;
+        .await
     }
 
     /// Stops it gracefully and waits until it has.
