@@ -697,14 +697,13 @@ fn valid_host(value: &[u8]) -> bool {
         let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b);
         (!host.is_empty() && host.iter().all(name_byte), port)
     };
-    host_ok
-        && port.is_none_or(|p| {
-            p.len() <= 5
-                && p.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(p)
-                    .ok()
-                    .is_none_or(|p| p.is_empty() || p.parse::<u16>().is_ok())
-        })
+    // A port is up to five digits, at most 65535 (or none at all: `host:`).
+    let port_ok = |p: &[u8]| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+    };
+    host_ok && port.is_none_or(port_ok)
 }
 
 /// How reading a request body ended.
