@@ -11,18 +11,19 @@ use ic_http::headers::name;
 /// The hygiene stage: strips a request's hop-by-hop headers, the names its `Connection`
 /// lists, and its identity headers.
 pub fn sanitize(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    strip_identity_headers(headers);
-}
-
-/// Drops client-sent identity headers.
-fn strip_identity_headers(headers: &mut HeaderMap) {
-    // One pass over the names first: clients seldom send any.
-    if !headers.keys().any(|n| n.as_str().starts_with("x-user-")) {
-        return;
+    // One pass over the names first: clients seldom send any of them.
+    let (mut hop, mut identity) = (false, false);
+    for name in headers.keys() {
+        hop |= is_hop_by_hop(name);
+        identity |= name.as_str().starts_with("x-user-");
     }
-    for name in [name::X_USER_ID, name::X_USER_ROLES, name::X_USER_EMAIL] {
-        headers.remove(name);
+    if hop {
+        strip_listed_and_hop_by_hop(headers);
+    }
+    if identity {
+        for name in [name::X_USER_ID, name::X_USER_ROLES, name::X_USER_EMAIL] {
+            headers.remove(name);
+        }
     }
 }
 
@@ -47,9 +48,30 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// upstream's answer in the proxy.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Usually there are none: one pass over the names instead of a lookup per name.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+    if headers.keys().any(is_hop_by_hop) {
+        strip_listed_and_hop_by_hop(headers);
     }
+}
+
+/// An upstream's answer as the client gets it: its hop-by-hop headers (and those its
+/// `Connection` lists) and its `Server` (what answered is nobody's business) dropped, in
+/// one pass over the names when there are none.
+pub fn strip_answer(headers: &mut HeaderMap) {
+    let (mut hop, mut server) = (false, false);
+    for name in headers.keys() {
+        hop |= is_hop_by_hop(name);
+        server |= name == header::SERVER;
+    }
+    if hop {
+        strip_listed_and_hop_by_hop(headers);
+    }
+    if server {
+        headers.remove(header::SERVER);
+    }
+}
+
+/// [`strip_hop_by_hop`] once one is known to be there.
+fn strip_listed_and_hop_by_hop(headers: &mut HeaderMap) {
     // Names the `Connection` header lists go too; its usual `keep-alive` and `close` are
     // options, not names to look for (`Keep-Alive` is removed below anyway).
     let listed: Vec<HeaderName> = headers

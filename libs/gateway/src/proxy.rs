@@ -25,7 +25,7 @@ use ic_h1::{
     client::{Client, ClientError as UpstreamError, Deadlines},
 };
 
-use crate::{client_ip, hygiene::strip_hop_by_hop, route_check::RouteMatch};
+use crate::{client_ip, hygiene::strip_answer, route_check::RouteMatch};
 
 /// How upstreams are addressed.
 #[derive(Debug, Clone)]
@@ -432,8 +432,9 @@ impl<C: UpstreamClient> Proxy<C> {
             }
             Ok(response) => {
                 let (mut parts, incoming) = response.into_parts();
-                // The upstream's answer is a message of its own: its hop-by-hop headers.
-                strip_hop_by_hop(&mut parts.headers);
+                // The upstream's answer is a message of its own: its hop-by-hop headers,
+                // and its `Server`.
+                strip_answer(&mut parts.headers);
                 Response::from_parts(parts, Body::new(incoming))
             }
         }

@@ -69,18 +69,18 @@ impl SecurityHeaders {
     }
 
     /// Adds the headers to a response (an upstream's CSP is kept in the public profile,
-    /// e.g. `default-src 'none'` on downloads); no `Server` header says what answered.
+    /// e.g. `default-src 'none'` on downloads). No `Server` header says what answered: the
+    /// gateways set none and the proxy drops an upstream's
+    /// ([`crate::hygiene::strip_answer`]).
     pub fn apply(&self, response: &mut Response) {
         let headers = response.headers_mut();
         for (name, value) in &self.headers {
-            if *name == header::CONTENT_SECURITY_POLICY
-                && self.keep_upstream_csp
-                && headers.contains_key(name)
-            {
-                continue;
+            if self.keep_upstream_csp && *name == header::CONTENT_SECURITY_POLICY {
+                // One lookup: kept when the upstream set one.
+                headers.entry(name).or_insert_with(|| value.clone());
+            } else {
+                headers.insert(name.clone(), value.clone());
             }
-            headers.insert(name.clone(), value.clone());
         }
-        headers.remove(header::SERVER);
     }
 }
