@@ -97,13 +97,8 @@ pub fn metrics_app(metrics: Metrics) -> Router {
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// A port could not be bound.
-    #[error("binding {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] ic_http::serve::BindError),
     /// The NATS URL is unusable.
     #[error("NATS: {0}")]
     Nats(#[from] async_nats::ConnectError),
@@ -154,14 +149,9 @@ impl App {
             &metrics,
             config.admin_token.clone(),
         );
-        let bind = |port: u16| async move {
-            let addr = SocketAddr::new(config.host, port);
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartupError::Bind { addr, source })
-        };
-        let listener = bind(config.port).await?;
-        let metrics_listener = bind(config.metrics_port).await?;
+        let listener = ic_http::serve::bind(SocketAddr::new(config.host, config.port)).await?;
+        let metrics_listener =
+            ic_http::serve::bind(SocketAddr::new(config.host, config.metrics_port)).await?;
         let shipper = config.loki.clone().map(|loki| {
             Shipper::new(
                 nats.clone(),

@@ -13,14 +13,9 @@ use crate::pipeline::{Gateway, PublicGateway, app};
 /// Startup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The port could not be bound.
-    #[error("binding {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    /// A port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] ic_http::serve::BindError),
 }
 
 /// A built, bound gateway.
@@ -37,9 +32,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let gateway = app(Gateway::new(&config));
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = ic_http::serve::bind(addr).await?;
         Ok(Self {
             listener,
             gateway,

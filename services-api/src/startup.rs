@@ -75,14 +75,9 @@ impl AppState {
 /// Startup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The port could not be bound.
-    #[error("binding {addr}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    /// A port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] ic_http::serve::BindError),
     /// The database URL is unusable.
     #[error("database configuration")]
     Database(#[source] sqlx::Error),
@@ -206,9 +201,7 @@ impl App {
             AppToken(config.app_api_token.clone()),
         );
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = ic_http::serve::bind(addr).await?;
         Ok(Self {
             listener,
             router,
