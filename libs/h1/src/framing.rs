@@ -164,6 +164,8 @@ pub struct Decoder {
     /// Bytes left of a `Content-Length` body.
     remaining: u64,
     chunk: Chunk,
+    /// How much of the buffer is known to hold no line end of the line being read.
+    scanned: usize,
     /// Chunk-line bytes past the sizes, and trailer bytes, read so far.
     extensions: usize,
     trailers: usize,
@@ -183,6 +185,7 @@ impl Decoder {
                 _ => 0,
             },
             chunk: Chunk::Size,
+            scanned: 0,
             extensions: 0,
             trailers: 0,
         }
@@ -271,15 +274,24 @@ impl Decoder {
         loop {
             match self.chunk {
                 Chunk::Size | Chunk::Trailers => {
-                    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    // The search resumes where the last one ended: a line trickled in a
+                    // byte at a time is not scanned from its start for every byte.
+                    let from = self.scanned.min(buf.len());
+                    let Some(end) = buf[from..]
+                        .windows(2)
+                        .position(|w| w == b"\r\n")
+                        .map(|at| from + at)
+                    else {
                         if buf.len() > MAX_CHUNK_LINE {
                             return bad("chunk header too long");
                         }
+                        self.scanned = buf.len().saturating_sub(1);
                         if ready!(poll_fill(io.as_mut(), buf, cx))? == 0 {
                             return Poll::Ready(Some(Err(cut_off())));
                         }
                         continue;
                     };
+                    self.scanned = 0;
                     if end > MAX_CHUNK_LINE {
                         return bad("chunk header too long");
                     }
