@@ -540,6 +540,10 @@ pub(crate) fn parse_head(
         buf,
         &mut headers,
     ) {
+        // However it arrived (one read may bring its end past the limit).
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err(ReadError::Protocol("response head too large"));
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {

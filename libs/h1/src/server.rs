@@ -155,6 +155,8 @@ impl Default for ServeOptions {
     }
 }
 
+/// A connection's first read buffer: a usual request head fits.
+const HEAD_CHUNK: usize = 4 * 1024;
 /// [`ServeOptions::max_connections`] by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Largest request head accepted.
@@ -257,8 +259,10 @@ async fn connection<H: Handler>(
     let header_read_timeout = options.header_read_timeout;
     let (mut rd, wr) = stream.split();
     let mut wr = Idle::new(wr, options.idle_timeout);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = Vec::with_capacity(READ_CHUNK);
+    // Small until needed: a connection waiting for its head holds only this (a body
+    // grows it by READ_CHUNK, an answer grows `out` once, on the first one).
+    let mut buf = BytesMut::with_capacity(HEAD_CHUNK);
+    let mut out = Vec::new();
     let mut shutdown = pin!(token.cancelled());
     // One timer per connection, re-armed only when it fires early: a request costs an
     // `Instant::now()`, not a timer registration.
@@ -376,7 +380,7 @@ async fn connection<H: Handler>(
         }
         if buf.capacity() > 4 * READ_CHUNK && buf.is_empty() {
             // A large head or body grew the buffer: give the memory back.
-            buf = BytesMut::with_capacity(READ_CHUNK);
+            buf = BytesMut::with_capacity(HEAD_CHUNK);
         }
     }
 }
@@ -469,6 +473,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
+        // However the head arrived (one read may bring its end past the limit), a head is
+        // at most MAX_HEAD_BYTES.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err(bad("request head too large"));
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(bad("too many request headers")),

@@ -203,6 +203,13 @@ fn framings(path: &str) -> (Vec<u8>, After) {
         // Part of the body, then nothing more while the connection stays open.
         "/stalls" => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart",
         "/not-http" => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        // A head past 64 KiB, sent in one piece.
+        "/huge-head" => {
+            let mut head = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+            head.extend(std::iter::repeat_n(b'a', 70_000));
+            head.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+            return (head, After::KeepOpen);
+        }
         _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
     };
     (answer.to_vec(), After::KeepOpen)
@@ -344,6 +351,8 @@ async fn ambiguous_or_broken_responses_are_errors_never_short_bodies() {
         "/status-099",
         // The first chunk line came with the head: known bad before any answer.
         "/bad-chunk",
+        // Past the limit, however it arrives.
+        "/huge-head",
     ] {
         let err = client.send(get(&upstream.url(path))).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Protocol(_)), "{path}: {err}");
