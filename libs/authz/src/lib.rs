@@ -2,7 +2,10 @@
 //! policies of `policies/`, evaluated in-process by regorus, answer
 //! `data.admin_gateway.authz.allow` and `.reason` for a request's user and route. The
 //! policies' own Rego unit tests (`test_` rules in `*_test.rego`) run through the same
-//! engine ([`Policies::run_tests`]).
+//! engine ([`Policies::run_tests`]). With `OPA_URL` set, an OPA server decides instead,
+//! through its REST data API ([`OpaClient`]); [`Authorizer`] is either. No decision
+//! (an error, an unreachable or malformed OPA) is an [`AuthzError`]: the gateway fails
+//! closed.
 
 use std::{path::Path, sync::Mutex};
 
@@ -220,4 +223,83 @@ fn collect(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> std::io::Result<(
         }
     }
     Ok(())
+}
+
+/// An OPA server's data API (`POST /v1/data/admin_gateway/authz` with `{"input": …}`,
+/// answered `{"result": {"allow": …, "reason": …}}`).
+#[derive(Debug, Clone)]
+pub struct OpaClient {
+    http: reqwest::Client,
+    url: String,
+}
+
+/// The path of the decision document on an OPA server.
+pub const OPA_DATA_PATH: &str = "/v1/data/admin_gateway/authz";
+
+impl OpaClient {
+    /// A client for the OPA server at `base` (`http://opa:8181`), each decision given
+    /// `timeout`. (The process has installed its TLS crypto provider.)
+    pub fn new(base: &str, timeout: std::time::Duration) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+            url: format!("{}{OPA_DATA_PATH}", base.trim_end_matches('/')),
+        }
+    }
+
+    /// The server's decision for `input`.
+    pub async fn decide(&self, input: &Input) -> Result<Decision, AuthzError> {
+        let failed = |message: String| AuthzError::Eval {
+            query: ALLOW,
+            message,
+        };
+        let response = self
+            .http
+            .post(&self.url)
+            .json(&serde_json::json!({ "input": input }))
+            .send()
+            .await
+            .map_err(|err| failed(format!("OPA unreachable: {err}")))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("OPA answered {}", response.status())));
+        }
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|err| failed(format!("OPA's answer is not JSON: {err}")))?;
+        // An undefined document (no `result`) or a non-boolean `allow` is no decision.
+        let Some(allow) = body["result"]["allow"].as_bool() else {
+            return Err(failed(format!(
+                "OPA's answer has no boolean result.allow: {body}"
+            )));
+        };
+        Ok(Decision {
+            allow,
+            reason: body["result"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+}
+
+/// Who decides: the embedded policies, or an OPA server.
+#[derive(Debug)]
+pub enum Authorizer {
+    /// `policies/`, evaluated in-process (boxed: the engine is large).
+    Embedded(Box<Policies>),
+    /// `OPA_URL`.
+    Opa(OpaClient),
+}
+
+impl Authorizer {
+    /// The decision for `input`; an error means none could be had (fail closed).
+    pub async fn decide(&self, input: &Input) -> Result<Decision, AuthzError> {
+        match self {
+            Self::Embedded(policies) => policies.decide(input),
+            Self::Opa(opa) => opa.decide(input).await,
+        }
+    }
 }

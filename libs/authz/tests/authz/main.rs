@@ -1,0 +1,4 @@
+//! ic-authz against the repository's policies: one test binary.
+
+mod opa;
+mod policies;
