@@ -787,6 +787,18 @@ mod tests {
         assert_eq!(target(&uri), None);
     }
 
+    #[test]
+    fn a_whole_head_past_64_kib_is_refused_even_when_it_is_all_in_the_buffer() {
+        let mut head = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 70_000));
+        head.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+        let mut buf = BytesMut::from(&head[..]);
+        assert!(matches!(
+            parse_head(&mut buf, false),
+            Err(ReadError::Protocol("response head too large"))
+        ));
+    }
+
     fn parsed(head: &str) -> (HeaderMap, bool) {
         let mut buf = BytesMut::from(head);
         let Ok(Some((Some(response), _, keep_alive))) = parse_head(&mut buf, false) else {

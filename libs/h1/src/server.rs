@@ -1029,3 +1029,24 @@ fn push_date(out: &mut Vec<u8>) {
         out.extend_from_slice(b"\r\n");
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_head_past_64_kib_is_refused_even_when_it_is_all_in_the_buffer() {
+        let mut head = b"GET / HTTP/1.1\r\nhost: gw\r\nx-big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 70_000));
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut buf = BytesMut::from(&head[..]);
+        let refused = HeadReader::default().read(&mut buf).unwrap_err();
+        assert_eq!(refused, Refusal::bad_request("request head too large"));
+        // Just under the limit is read.
+        let mut head = b"GET / HTTP/1.1\r\nhost: gw\r\nx-big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 60_000));
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut buf = BytesMut::from(&head[..]);
+        assert!(HeadReader::default().read(&mut buf).unwrap().is_some());
+    }
+}
