@@ -3,7 +3,7 @@
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use ic_config::{ConfigError, Env, Environment};
-use ic_gateway::{client_ip::TrustedProxies, proxy::Upstreams};
+use ic_gateway::{bearer::AuthSettings, client_ip::TrustedProxies, proxy::Upstreams};
 use ic_http::Secret;
 use ic_telemetry::TelemetryConfig;
 
@@ -39,6 +39,10 @@ pub struct Config {
     /// eighth of the open-files limit less 64, at most 512); a request past that waits up to the
     /// connect timeout, then gets 503.
     pub upstream_max_connections: usize,
+    /// Bearer tokens (`AUTHENTIK_ISSUER_URL` and the rest of [`AuthSettings`]): when set,
+    /// a caller sending a valid token is forwarded as its user; unset, every caller is
+    /// anonymous and a token is refused.
+    pub auth: Option<AuthSettings>,
     /// Logs, metrics and traces (`LOG_FORMAT`, `RUST_LOG`, `OTEL_*`).
     pub telemetry: TelemetryConfig,
 }
@@ -195,6 +199,7 @@ impl Config {
             )?),
             max_connections,
             upstream_max_connections,
+            auth: AuthSettings::from_env(&vars, environment)?,
             telemetry: vars.telemetry(crate::SERVICE_NAME, crate::VERSION, environment)?,
         })
     }

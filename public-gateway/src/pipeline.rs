@@ -18,10 +18,12 @@ use axum::{
 };
 use http::header;
 use ic_gateway::{
+    bearer::Verifier,
     client_ip::{Client, TrustedProxies, peer_ip, rate_key},
     cors::{Cors, CorsPolicy},
     hygiene,
-    identity::{Anonymous, IdentityProvider, attach_identity},
+    identity::{Anonymous, IdentityProvider, SignedIn, attach_identity},
+    jwks,
     proxy::{Proxy, ProxyConfig, Upstreams},
     rate_limit::{Decision, Gcra, Limiter, SharedGcra},
     route_check::RouteCheck,
@@ -60,8 +62,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The gateway for a configuration.
-    pub fn new(config: &Config) -> Self {
+    /// The gateway for a configuration; with a `verifier`, a caller with a bearer token
+    /// is its user (`shared/spec/gateways.md`, "Identity"), else everyone is anonymous.
+    pub fn new(config: &Config, verifier: Option<Arc<Verifier>>) -> Self {
         let proxy = Proxy::new(ProxyConfig {
             upstreams: config.upstreams.clone(),
             app_api_token: config.app_api_token.clone(),
@@ -81,11 +84,16 @@ impl Gateway {
             },
             None => Limiter::Local(Gcra::new(limit, period)),
         });
+        let mut registry = prometheus_client::registry::Registry::default();
+        if let Some(verifier) = &verifier {
+            verifier.register(&mut registry);
+        }
         Self {
             health: health(
                 config.environment.as_str(),
                 &config.upstreams,
                 limiter.clone(),
+                verifier.as_ref(),
             ),
             route_check: RouteCheck {
                 table: Arc::new(routes::table()),
@@ -96,14 +104,22 @@ impl Gateway {
             cors: Arc::new(CorsPolicy::public(&config.origins)),
             trusted: Arc::new(config.trusted_proxies.clone()),
             limiter,
-            identity: Arc::new(Anonymous),
-            metrics: HttpMetrics::default(),
+            identity: match verifier {
+                Some(verifier) => Arc::new(SignedIn(verifier)),
+                None => Arc::new(Anonymous),
+            },
+            metrics: HttpMetrics::with_registry(registry),
         }
     }
 }
 
 /// Readiness: each upstream's `/health` (optional: the gateway keeps serving the others).
-fn health(environment: &str, upstreams: &Upstreams, limiter: Arc<Limiter>) -> Health {
+fn health(
+    environment: &str,
+    upstreams: &Upstreams,
+    limiter: Arc<Limiter>,
+    verifier: Option<&Arc<Verifier>>,
+) -> Health {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -135,6 +151,13 @@ fn health(environment: &str, upstreams: &Upstreams, limiter: Arc<Limiter>) -> He
         Limiter::Local(gcra) => format!("in-process, {}/min per client IP", gcra.limit()),
         Limiter::Shared(_) => "redis (in-process while unreachable)".to_owned(),
     };
+    if let Some(verifier) = verifier {
+        // Without keys signed-in users are refused, anonymous ones still served.
+        checks.extend(jwks::readiness_checks(
+            verifier.keys(),
+            Criticality::Optional,
+        ));
+    }
     if matches!(limiter.as_ref(), Limiter::Shared(_)) {
         // Redis down is degraded, not unready: the gateway keeps limiting in-process.
         checks.push(Check::new(
@@ -163,7 +186,11 @@ fn health(environment: &str, upstreams: &Upstreams, limiter: Arc<Limiter>) -> He
             "rate_limit": rate_limit_status,
             "security_headers": "enabled",
             "route_check": "enabled",
-            "auth": "anonymous",
+            "auth": if verifier.is_some() {
+                "anonymous, or the bearer token's user"
+            } else {
+                "anonymous"
+            },
             "telemetry": "enabled",
         }),
     )
@@ -326,8 +353,10 @@ impl Stages {
                 .insert(RouteLabel(matched.template));
             return response;
         }
-        if let Err(err) = attach_identity(gateway.identity.as_ref(), &mut request).await {
-            return err.into_response();
+        if let Err(refused) =
+            attach_identity(gateway.identity.as_ref(), &mut request, client.ip).await
+        {
+            return refused;
         }
         // Boxed: the client's future is large, and the futures around it would otherwise
         // carry (and copy) its size. In a statement of its own: a temporary lives to the

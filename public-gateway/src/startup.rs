@@ -30,13 +30,18 @@ pub struct App {
 impl App {
     /// Binds the port.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let gateway = app(Gateway::new(&config));
         let addr = SocketAddr::new(config.host, config.port);
         let listener = ic_http::serve::bind(addr).await?;
+        let token = CancellationToken::new();
+        let verifier = match config.auth.clone() {
+            Some(auth) => Some(auth.start(token.clone()).await),
+            None => None,
+        };
+        let gateway = app(Gateway::new(&config, verifier));
         Ok(Self {
             listener,
             gateway,
-            token: CancellationToken::new(),
+            token,
             options: ServeOptions {
                 max_connections: config.max_connections,
                 ..ServeOptions::default()

@@ -110,6 +110,7 @@ fn gateway(vars: &[(&str, String)]) -> Router {
     // A router around the pipeline only so tests can add `MockConnectInfo` (the peer).
     Router::new().fallback_service(app(Gateway::new(
         &Config::from_env(env).expect("valid test config"),
+        None,
     )))
 }
 

@@ -6,7 +6,6 @@
 //! headers), and an identity header is only ever the gateway's.
 
 use http::{HeaderMap, HeaderName, header};
-use ic_http::headers::name;
 
 /// The hygiene stage: strips a request's hop-by-hop headers, the names its `Connection`
 /// lists, and its identity headers.
@@ -21,7 +20,12 @@ pub fn sanitize(headers: &mut HeaderMap) {
         strip_listed_and_hop_by_hop(headers);
     }
     if identity {
-        for name in [name::X_USER_ID, name::X_USER_ROLES, name::X_USER_EMAIL] {
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("x-user-"))
+            .cloned()
+            .collect();
+        for name in forged {
             headers.remove(name);
         }
     }
@@ -111,6 +115,8 @@ mod tests {
         headers.insert(X_USER_ID, HeaderValue::from_static("admin"));
         headers.insert(X_USER_ROLES, HeaderValue::from_static("admin"));
         headers.insert(X_USER_EMAIL, HeaderValue::from_static("a@b.c"));
+        headers.insert("x-user-name", HeaderValue::from_static("root"));
+        headers.insert("x-user-anything", HeaderValue::from_static("x"));
         headers.insert("accept", HeaderValue::from_static("*/*"));
         sanitize(&mut headers);
         assert_eq!(headers.len(), 1);

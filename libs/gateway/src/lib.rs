@@ -8,6 +8,8 @@
 //! - [`client_ip`], [`rate_limit`]: the client's IP behind trusted proxies, GCRA limits.
 //! - [`hygiene`]: hop-by-hop and client identity headers, removed once, first.
 //! - [`identity`]: the identity extension point (anonymous by default).
+//! - [`bearer`], [`jwks`]: the verifier of the issuer's (Authentik's) JWT bearer tokens
+//!   and the issuer's cached signing keys.
 //! - [`proxy`]: the streaming reverse proxy, direct or through a Dapr sidecar, on the
 //!   engine's pooled HTTP/1.1 client ([`ic_h1::client`]).
 //! - [`route_check`]: normalisation, aliases, the allowlist and the body limit, before
@@ -22,10 +24,12 @@
 //! futures nested in each other copies the futures inside it as the request's future is
 //! built (`cargo xtask bench gateway` measured it).
 
+pub mod bearer;
 pub mod client_ip;
 pub mod cors;
 pub mod hygiene;
 pub mod identity;
+pub mod jwks;
 pub mod path;
 pub mod proxy;
 pub mod rate_limit;

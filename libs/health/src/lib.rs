@@ -60,6 +60,11 @@ impl Check {
             probe: Arc::new(move || Box::pin(probe())),
         }
     }
+
+    /// Runs the probe once (no timeout): `Err` carries its message.
+    pub async fn run(&self) -> Result<(), String> {
+        (self.probe)().await
+    }
 }
 
 /// What the health endpoints report about the service itself.

@@ -30,6 +30,8 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// `X-User-Email`.
     pub email: Option<String>,
+    /// `X-User-Name` (the token's `preferred_username`).
+    pub name: Option<String>,
 }
 
 /// Everything a request carries that later work (logs, events, audit) needs.
@@ -103,6 +105,9 @@ impl RequestContext {
                     })
                     .unwrap_or_default(),
                 email: header_str(headers, &name::X_USER_EMAIL)
+                    .filter(|v| printable(v, MAX_IDENTITY_LEN))
+                    .map(str::to_owned),
+                name: header_str(headers, &name::X_USER_NAME)
                     .filter(|v| printable(v, MAX_IDENTITY_LEN))
                     .map(str::to_owned),
             });

@@ -12,6 +12,8 @@ pub const X_USER_ID: &str = "x-user-id";
 pub const X_USER_ROLES: &str = "x-user-roles";
 /// The caller's e-mail, set by the gateways.
 pub const X_USER_EMAIL: &str = "x-user-email";
+/// The caller's user name (`preferred_username`), set by the gateways.
+pub const X_USER_NAME: &str = "x-user-name";
 /// The shared secret a Dapr sidecar (or a gateway) presents to a backend.
 pub const DAPR_API_TOKEN: &str = "dapr-api-token";
 
@@ -33,6 +35,8 @@ pub mod name {
     pub const X_USER_ROLES: HeaderName = HeaderName::from_static(super::X_USER_ROLES);
     /// [`super::X_USER_EMAIL`].
     pub const X_USER_EMAIL: HeaderName = HeaderName::from_static(super::X_USER_EMAIL);
+    /// [`super::X_USER_NAME`].
+    pub const X_USER_NAME: HeaderName = HeaderName::from_static(super::X_USER_NAME);
     /// [`super::DAPR_API_TOKEN`].
     pub const DAPR_API_TOKEN: HeaderName = HeaderName::from_static(super::DAPR_API_TOKEN);
     /// W3C `traceparent`.

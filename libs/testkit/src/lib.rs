@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod fake_loki;
+pub mod jwt;
 pub mod process;
 
 use std::{
