@@ -24,13 +24,13 @@ use ic_gateway::{
     hygiene,
     identity::{Anonymous, IdentityProvider, SignedIn, attach_identity},
     jwks,
-    proxy::{Proxy, ProxyConfig, Upstreams},
-    rate_limit::{Decision, Gcra, Limiter, SharedGcra},
+    proxy::{self, Proxy, ProxyConfig, Upstreams},
+    rate_limit::{Decision, Limiter},
     route_check::RouteCheck,
     security::SecurityHeaders,
     serve::Pipeline,
 };
-use ic_health::{Check, Criticality, Health, HealthInfo};
+use ic_health::{Criticality, Health, HealthInfo};
 use ic_http::{ApiError, app_token::OPEN_PATHS, context::in_request_context, guard_panics};
 use ic_telemetry::{HttpMetrics, RouteLabel, Tracked, metrics_handler};
 use serde_json::json;
@@ -65,25 +65,20 @@ impl Gateway {
     /// The gateway for a configuration; with a `verifier`, a caller with a bearer token
     /// is its user (`shared/spec/gateways.md`, "Identity"), else everyone is anonymous.
     pub fn new(config: &Config, verifier: Option<Arc<Verifier>>) -> Self {
+        let settings = &config.gateway;
         let proxy = Proxy::new(ProxyConfig {
-            upstreams: config.upstreams.clone(),
-            app_api_token: config.app_api_token.clone(),
-            connect_timeout: config.connect_timeout,
-            response_timeout: config.response_timeout,
-            max_connections_per_upstream: config.upstream_max_connections,
+            upstreams: settings.upstreams.clone(),
+            app_api_token: settings.app_api_token.clone(),
+            connect_timeout: settings.connect_timeout,
+            response_timeout: settings.response_timeout,
+            max_connections_per_upstream: settings.upstream_max_connections,
         });
-        let period = Duration::from_secs(60);
-        let limit = config.rate_limit_per_minute;
-        let limiter = Arc::new(match &config.rate_limit_redis_url {
-            Some(url) => match SharedGcra::new(url, "ic:rl:public:", limit, period) {
-                Ok(shared) => Limiter::Shared(Box::new(shared)),
-                Err(err) => {
-                    tracing::error!(error = %err, "RATE_LIMIT_REDIS_URL unusable; limiting in-process");
-                    Limiter::Local(Gcra::new(limit, period))
-                }
-            },
-            None => Limiter::Local(Gcra::new(limit, period)),
-        });
+        let limiter = Arc::new(Limiter::new(
+            settings.rate_limit_redis_url.as_deref(),
+            "ic:rl:public:",
+            config.rate_limit_per_minute,
+            Duration::from_secs(60),
+        ));
         let mut registry = prometheus_client::registry::Registry::default();
         if let Some(verifier) = &verifier {
             verifier.register(&mut registry);
@@ -91,7 +86,7 @@ impl Gateway {
         Self {
             health: health(
                 config.environment.as_str(),
-                &config.upstreams,
+                &settings.upstreams,
                 limiter.clone(),
                 verifier.as_ref(),
             ),
@@ -102,7 +97,7 @@ impl Gateway {
             },
             proxy,
             cors: Arc::new(CorsPolicy::public(&config.origins)),
-            trusted: Arc::new(config.trusted_proxies.clone()),
+            trusted: Arc::new(settings.trusted_proxies.clone()),
             limiter,
             identity: match verifier {
                 Some(verifier) => Arc::new(SignedIn(verifier)),
@@ -113,65 +108,21 @@ impl Gateway {
     }
 }
 
-/// Readiness: each upstream's `/health` (optional: the gateway keeps serving the others).
+/// Readiness: each upstream's `/health`, the shared rate-limit store and the token
+/// issuer's keys (all optional: the gateway keeps serving anonymous callers).
 fn health(
     environment: &str,
     upstreams: &Upstreams,
     limiter: Arc<Limiter>,
     verifier: Option<&Arc<Verifier>>,
 ) -> Health {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap_or_default();
-    let checks = ["services-api", "content-api"]
-        .into_iter()
-        .filter_map(|app| {
-            upstreams
-                .base(app)
-                .map(|base| (app, format!("{base}/health")))
-        })
-        .map(|(app, url)| {
-            let client = client.clone();
-            Check::new(app, Criticality::Optional, move || {
-                let request = client.get(&url).send();
-                async move {
-                    match request.await {
-                        Ok(res) if res.status().is_success() => Ok(()),
-                        Ok(res) => Err(format!("answered {}", res.status())),
-                        Err(err) if err.is_timeout() => Err("timed out".into()),
-                        Err(_) => Err("unreachable".into()),
-                    }
-                }
-            })
-        })
-        .collect::<Vec<_>>();
-    let mut checks = checks;
-    let rate_limit_status = match limiter.as_ref() {
-        Limiter::Local(gcra) => format!("in-process, {}/min per client IP", gcra.limit()),
-        Limiter::Shared(_) => "redis (in-process while unreachable)".to_owned(),
-    };
+    let mut checks = proxy::upstream_checks(upstreams);
+    checks.extend(Limiter::readiness_check(&limiter));
     if let Some(verifier) = verifier {
         // Without keys signed-in users are refused, anonymous ones still served.
         checks.extend(jwks::readiness_checks(
             verifier.keys(),
             Criticality::Optional,
-        ));
-    }
-    if matches!(limiter.as_ref(), Limiter::Shared(_)) {
-        // Redis down is degraded, not unready: the gateway keeps limiting in-process.
-        checks.push(Check::new(
-            "rate_limit_store",
-            Criticality::Optional,
-            move || {
-                let limiter = limiter.clone();
-                async move {
-                    match limiter.as_ref() {
-                        Limiter::Shared(shared) => shared.ping().await,
-                        Limiter::Local(_) => Ok(()),
-                    }
-                }
-            },
         ));
     }
     Health::new(
@@ -183,7 +134,7 @@ fn health(
         "middleware_status",
         json!({
             "cors": "enabled",
-            "rate_limit": rate_limit_status,
+            "rate_limit": limiter.status("client IP"),
             "security_headers": "enabled",
             "route_check": "enabled",
             "auth": if verifier.is_some() {

@@ -43,7 +43,7 @@ impl App {
             gateway,
             token,
             options: ServeOptions {
-                max_connections: config.max_connections,
+                max_connections: config.gateway.max_connections,
                 ..ServeOptions::default()
             },
         })

@@ -21,10 +21,11 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ic_events::streams::{self, AUDIT_SUBJECTS, IC_AUDIT};
 use ic_http::Secret;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{AuditHistoryError, AuditRecord, HistoryPage, HistoryQuery};
+use crate::{AuditHistoryError, AuditRecord, HistoryPage, HistoryQuery, RequestRecord};
 
 /// The durable consumer every shipper binds.
 pub const SHIPPER_CONSUMER: &str = "audit-loki-shipper";
@@ -113,7 +114,8 @@ pub fn job_for_app(app_id: &str) -> String {
     }
 }
 
-/// The stream labels of a record (few, low-cardinality; everything else is in the line).
+/// The stream labels of a record of a change (few, low-cardinality; everything else is
+/// in the line).
 pub fn labels_of(record: &AuditRecord) -> BTreeMap<&'static str, String> {
     BTreeMap::from([
         ("job", job_for_app(&record.service)),
@@ -124,17 +126,47 @@ pub fn labels_of(record: &AuditRecord) -> BTreeMap<&'static str, String> {
     ])
 }
 
+/// Whatever `IC_AUDIT` carries: a change's record or a request's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AuditLine {
+    /// A change (services-api, content-api).
+    Change(AuditRecord),
+    /// A request (admin-gateway).
+    Request(RequestRecord),
+}
+
+impl AuditLine {
+    /// Its Loki stream labels.
+    pub fn labels(&self) -> BTreeMap<&'static str, String> {
+        match self {
+            Self::Change(record) => labels_of(record),
+            Self::Request(record) => record.labels(),
+        }
+    }
+
+    fn timestamp(&self) -> DateTime<Utc> {
+        match self {
+            Self::Change(record) => record.audit_timestamp,
+            Self::Request(record) => record.audit_timestamp,
+        }
+    }
+}
+
+impl From<AuditRecord> for AuditLine {
+    fn from(record: AuditRecord) -> Self {
+        Self::Change(record)
+    }
+}
+
 /// The push body for records: one stream per label set, values `[ns, json line]`.
-pub fn push_body(records: &[&AuditRecord]) -> Value {
+pub fn push_body(records: &[&AuditLine]) -> Value {
     let mut streams: BTreeMap<BTreeMap<&'static str, String>, Vec<Value>> = BTreeMap::new();
     for record in records {
-        let ns = record
-            .audit_timestamp
-            .timestamp_nanos_opt()
-            .unwrap_or_default();
+        let ns = record.timestamp().timestamp_nanos_opt().unwrap_or_default();
         let line = serde_json::to_string(record).unwrap_or_default();
         streams
-            .entry(labels_of(record))
+            .entry(record.labels())
             .or_default()
             .push(json!([ns.to_string(), line]));
     }
@@ -173,7 +205,7 @@ impl LokiClient {
     }
 
     /// Pushes records in one request.
-    pub async fn push(&self, records: &[&AuditRecord]) -> PushOutcome {
+    pub async fn push(&self, records: &[&AuditLine]) -> PushOutcome {
         let res = self
             .request(reqwest::Method::POST, PUSH_PATH)
             .json(&push_body(records))
@@ -404,7 +436,7 @@ impl Shipper {
     async fn ship(&self, batch: Vec<jetstream::Message>, backoff: &mut Duration) -> bool {
         let mut parsed = Vec::with_capacity(batch.len());
         for message in batch {
-            match serde_json::from_slice::<AuditRecord>(&message.payload) {
+            match serde_json::from_slice::<AuditLine>(&message.payload) {
                 Ok(record) => parsed.push((message, record)),
                 Err(err) => {
                     self.dead_letter(
@@ -419,7 +451,7 @@ impl Shipper {
         if parsed.is_empty() {
             return true;
         }
-        let records: Vec<&AuditRecord> = parsed.iter().map(|(_, r)| r).collect();
+        let records: Vec<&AuditLine> = parsed.iter().map(|(_, r)| r).collect();
         match self.loki.push(&records).await {
             PushOutcome::Accepted => {
                 for (message, _) in &parsed {
@@ -531,7 +563,8 @@ mod tests {
         let a = record("service", OperationType::Insert);
         let b = record("service", OperationType::Insert);
         let c = record("category", OperationType::Delete);
-        let body = push_body(&[&a, &b, &c]);
+        let lines: Vec<AuditLine> = [&a, &b, &c].map(|r| r.clone().into()).into();
+        let body = push_body(&lines.iter().collect::<Vec<_>>());
         let streams = body["streams"].as_array().unwrap();
         assert_eq!(streams.len(), 2);
         let service = streams
@@ -551,6 +584,39 @@ mod tests {
             a.audit_timestamp.timestamp_nanos_opt().unwrap().to_string()
         );
         assert_eq!(job_for_app("admin-gateway"), "admin-audit");
+        // A request's record from admin-gateway: its own stream, read back as itself.
+        let request = RequestRecord {
+            audit_id: uuid::Uuid::now_v7(),
+            audit_timestamp: Utc::now(),
+            service: "admin-gateway".into(),
+            environment: "development".into(),
+            entity_type: "request".into(),
+            entity_id: "c".into(),
+            user_id: "u".into(),
+            roles: vec!["admin".into()],
+            method: "POST".into(),
+            route: "/admin/api/v1/services".into(),
+            path: "/admin/api/v1/services".into(),
+            query: None,
+            status: 201,
+            latency_ms: 1.5,
+            client_ip: "127.0.0.1".into(),
+            correlation_id: "c".into(),
+            trace_id: "t".into(),
+            reason: Some("allowed by role".into()),
+            body: Some(json!({"title": "x"})),
+        };
+        let line = AuditLine::Request(request.clone());
+        let body = push_body(&[&line]);
+        assert_eq!(
+            body["streams"][0]["stream"],
+            json!({"job": "admin-audit", "environment": "development", "entity_type": "request", "operation_type": "POST", "service": "admin-gateway"})
+        );
+        let read: AuditLine =
+            serde_json::from_str(body["streams"][0]["values"][0][1].as_str().unwrap()).unwrap();
+        assert_eq!(read, AuditLine::Request(request));
+        let change: AuditLine = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(change, AuditLine::Change(a.clone()));
         assert_eq!(job_for_app("content-api"), "content-audit");
     }
 }

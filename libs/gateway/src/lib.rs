@@ -14,6 +14,7 @@
 //!   engine's pooled HTTP/1.1 client ([`ic_h1::client`]).
 //! - [`route_check`]: normalisation, aliases, the allowlist and the body limit, before
 //!   any upstream call.
+//! - [`settings`]: the configuration both gateways read alike.
 //! - [`serve`]: a [`serve::Pipeline`] served by the engine's HTTP/1.1 server
 //!   ([`ic_h1::server`]) with graceful shutdown; what the server refuses becomes the
 //!   error envelope.
@@ -37,3 +38,4 @@ pub mod route_check;
 pub mod routes;
 pub mod security;
 pub mod serve;
+pub mod settings;

@@ -468,6 +468,37 @@ impl<C: UpstreamClient> Proxy<C> {
     }
 }
 
+/// Readiness checks of the upstreams: each one's `/health` (optional: a gateway keeps
+/// serving the others, and answers 502 for the one down).
+pub fn upstream_checks(upstreams: &Upstreams) -> Vec<ic_health::Check> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    ["services-api", "content-api"]
+        .into_iter()
+        .filter_map(|app| {
+            upstreams
+                .base(app)
+                .map(|base| (app, format!("{base}/health")))
+        })
+        .map(|(app, url)| {
+            let client = client.clone();
+            ic_health::Check::new(app, ic_health::Criticality::Optional, move || {
+                let request = client.get(&url).send();
+                async move {
+                    match request.await {
+                        Ok(res) if res.status().is_success() => Ok(()),
+                        Ok(res) => Err(format!("answered {}", res.status())),
+                        Err(err) if err.is_timeout() => Err("timed out".into()),
+                        Err(_) => Err("unreachable".into()),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use http::StatusCode;

@@ -5,12 +5,13 @@
 use std::{
     collections::HashMap,
     hash::BuildHasher,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use ic_health::{Check, Criticality};
 use ic_http::{ApiError, ErrorCode};
 
 /// The outcome of one check.
@@ -328,6 +329,51 @@ pub enum Limiter {
 }
 
 impl Limiter {
+    /// Shared through Redis at `redis_url` (keys under `prefix`) when one is given and
+    /// usable, else in-process: `limit` requests per `period` per key.
+    pub fn new(redis_url: Option<&str>, prefix: &str, limit: u32, period: Duration) -> Self {
+        match redis_url {
+            Some(url) => match SharedGcra::new(url, prefix, limit, period) {
+                Ok(shared) => Self::Shared(Box::new(shared)),
+                Err(err) => {
+                    tracing::error!(error = %err, "RATE_LIMIT_REDIS_URL unusable; limiting in-process");
+                    Self::Local(Gcra::new(limit, period))
+                }
+            },
+            None => Self::Local(Gcra::new(limit, period)),
+        }
+    }
+
+    /// What `/health` says of it, keyed per `per` ("client IP", "user").
+    pub fn status(&self, per: &str) -> String {
+        match self {
+            Self::Local(gcra) => format!("in-process, {}/min per {per}", gcra.limit()),
+            Self::Shared(_) => "redis (in-process while unreachable)".to_owned(),
+        }
+    }
+
+    /// The readiness check of the shared store (optional: while Redis is down the
+    /// gateway limits in-process and keeps serving), or none for an in-process limiter.
+    pub fn readiness_check(limiter: &Arc<Self>) -> Option<Check> {
+        if !matches!(limiter.as_ref(), Self::Shared(_)) {
+            return None;
+        }
+        let limiter = limiter.clone();
+        Some(Check::new(
+            "rate_limit_store",
+            Criticality::Optional,
+            move || {
+                let limiter = limiter.clone();
+                async move {
+                    match limiter.as_ref() {
+                        Limiter::Shared(shared) => shared.ping().await,
+                        Limiter::Local(_) => Ok(()),
+                    }
+                }
+            },
+        ))
+    }
+
     /// Checks one request for `key`.
     pub async fn check(&self, key: &str) -> Decision {
         match self {

@@ -26,7 +26,7 @@ pub struct RouteCheck {
     pub table: Arc<RouteTable>,
     /// Prefix aliases, applied after normalisation.
     pub aliases: Arc<Vec<Alias>>,
-    /// Largest request body forwarded.
+    /// Largest request body forwarded (unless the route has its own limit).
     pub max_body_bytes: usize,
 }
 
@@ -54,17 +54,15 @@ impl RouteCheck {
             Err(err) => return Err(ApiError::validation("path", err.message()).into_response()),
         };
         let path = Alias::apply(&self.aliases, path);
-        let (template, upstream, timeout) = match self.table.decide(request.method(), &path) {
-            RouteDecision::Allowed(template, upstream, timeout) => (template, upstream, timeout),
-            RouteDecision::MethodNotAllowed => {
+        let route = match self.table.decide(request.method(), &path) {
+            RouteDecision::Allowed(route) => route,
+            RouteDecision::MethodNotAllowed(allow) => {
                 let mut response = ApiError::new(
                     ErrorCode::MethodNotAllowed,
                     "method not allowed on this route",
                 )
                 .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, self.table.allow_header());
+                response.headers_mut().insert(header::ALLOW, allow.clone());
                 return Err(response);
             }
             _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route").into_response()),
@@ -81,7 +79,8 @@ impl RouteCheck {
             .size_hint()
             .lower()
             .max(declared.unwrap_or(0));
-        if least > self.max_body_bytes as u64 {
+        let max_body_bytes = route.max_body().unwrap_or(self.max_body_bytes);
+        if least > max_body_bytes as u64 {
             return Err(
                 ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
                     .into_response(),
@@ -97,13 +96,13 @@ impl RouteCheck {
             );
         }
         let (parts, body) = request.into_parts();
-        let limited = Body::new(http_body_util::Limited::new(body, self.max_body_bytes));
+        let limited = Body::new(http_body_util::Limited::new(body, max_body_bytes));
         let request = Request::from_parts(parts, limited);
         let matched = RouteMatch {
-            template,
-            upstream,
+            template: route.template(),
+            upstream: route.upstream(),
             path: path.into_encoded(),
-            timeout,
+            timeout: route.timeout(),
         };
         Ok((request, matched))
     }

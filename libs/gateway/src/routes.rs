@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::Method;
+use http::{HeaderValue, Method};
 
 use crate::path::{NormalPath, is_plain};
 
@@ -14,13 +14,22 @@ enum Segment {
     Param,
 }
 
-/// An allowed route: its template and the upstream app id serving it.
+/// An allowed route: its template and the upstream app id serving it, and optionally
+/// its own methods, time limit and body limit.
 #[derive(Debug, Clone)]
 pub struct Route {
     template: &'static str,
     segments: Vec<Segment>,
     upstream: &'static str,
     timeout: Option<Duration>,
+    /// Its own methods and their `Allow` header, instead of the table's.
+    methods: Option<(Vec<Method>, HeaderValue)>,
+    max_body: Option<usize>,
+}
+
+fn allow_header(methods: &[Method]) -> HeaderValue {
+    let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    HeaderValue::from_str(&names.join(", ")).expect("method names are header values")
 }
 
 impl Route {
@@ -45,7 +54,38 @@ impl Route {
             segments,
             upstream,
             timeout: None,
+            methods: None,
+            max_body: None,
         }
+    }
+
+    /// This route's own methods, instead of the table's.
+    #[must_use]
+    pub fn with_methods(mut self, methods: &[Method]) -> Self {
+        self.methods = Some((methods.to_vec(), allow_header(methods)));
+        self
+    }
+
+    /// This route's own body limit, instead of the route check's (an upload route).
+    #[must_use]
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = Some(bytes);
+        self
+    }
+
+    /// Its own time limit, if it has one.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Its own body limit, if it has one.
+    pub fn max_body(&self) -> Option<usize> {
+        self.max_body
+    }
+
+    /// Its own methods, if it has them.
+    pub fn methods(&self) -> Option<&[Method]> {
+        self.methods.as_ref().map(|(methods, _)| methods.as_slice())
     }
 
     /// This route's own time limit until the upstream's response headers, instead of
@@ -83,20 +123,18 @@ const MAX_SEGMENTS: usize = 16;
 pub struct RouteTable {
     routes: Vec<Route>,
     methods: Vec<Method>,
+    allow: HeaderValue,
 }
 
 /// The outcome of a route check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum RouteDecision<'a> {
-    /// Allowed: the route's template, upstream app id and own timeout, if any.
-    Allowed(&'static str, &'static str, Option<Duration>),
-    /// Never constructed; ties the lifetime to the table.
-    #[doc(hidden)]
-    _Borrowed(&'a ()),
+    /// Allowed: the route matched.
+    Allowed(&'a Route),
     /// No such route (404).
     NotFound,
-    /// Known route, method not allowed (405).
-    MethodNotAllowed,
+    /// Known route, method not allowed (405) and the `Allow` header of the route.
+    MethodNotAllowed(&'a HeaderValue),
 }
 
 impl RouteTable {
@@ -107,13 +145,37 @@ impl RouteTable {
             routes.iter().all(|r| r.segments.len() <= MAX_SEGMENTS),
             "a route has more than {MAX_SEGMENTS} segments"
         );
-        Self { routes, methods }
+        let allow = allow_header(&methods);
+        Self {
+            routes,
+            methods,
+            allow,
+        }
     }
 
-    /// The `Allow` header of every route (their methods), for 405s and plain OPTIONS.
-    pub fn allow_header(&self) -> http::HeaderValue {
-        let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
-        http::HeaderValue::from_str(&names.join(", ")).expect("method names are header values")
+    /// The `Allow` header of the table's methods (of a route without its own), for 405s
+    /// and plain OPTIONS.
+    pub fn allow_header(&self) -> HeaderValue {
+        self.allow.clone()
+    }
+
+    /// The `Allow` header of the route with this template.
+    pub fn allow_header_of(&self, template: &str) -> HeaderValue {
+        self.routes
+            .iter()
+            .find(|r| r.template == template)
+            .and_then(|r| r.methods.as_ref())
+            .map_or_else(|| self.allow.clone(), |(_, allow)| allow.clone())
+    }
+
+    /// Every route.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The table's methods (of a route without its own).
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
     }
 
     /// Decides for a normalised path and a method; returns the template and upstream.
@@ -145,10 +207,14 @@ impl RouteTable {
         else {
             return RouteDecision::NotFound;
         };
-        if !self.methods.contains(method) {
-            return RouteDecision::MethodNotAllowed;
+        let (methods, allow) = match &route.methods {
+            Some((methods, allow)) => (methods, allow),
+            None => (&self.methods, &self.allow),
+        };
+        if !methods.contains(method) {
+            return RouteDecision::MethodNotAllowed(allow);
         }
-        RouteDecision::Allowed(route.template, route.upstream, route.timeout)
+        RouteDecision::Allowed(route)
     }
 }
 
@@ -190,37 +256,50 @@ mod tests {
 
     #[test]
     fn only_listed_templates_pass_and_only_allowed_methods() {
-        let routes = [
-            "/api/v1/services",
-            "/api/v1/services/{id}",
-            "/api/v1/services/categories",
-        ]
-        .into_iter()
-        .map(|t| Route::new(t, "services-api"))
-        .collect();
+        let routes = vec![
+            Route::new("/api/v1/services", "services-api"),
+            Route::new("/api/v1/services/{id}", "services-api"),
+            Route::new("/api/v1/services/categories", "services-api"),
+            Route::new("/api/v1/services/{id}/publish", "services-api")
+                .with_methods(&[Method::POST, Method::OPTIONS])
+                .with_max_body(10),
+        ];
         let table = RouteTable::new(routes, vec![Method::GET, Method::HEAD, Method::OPTIONS]);
-        let decide = |m: Method, p: &str| table.decide(&m, &normalize(p).unwrap());
+        // (template, upstream, the route's body limit) or the Allow header of a 405.
+        let decide = |m: Method, p: &str| match table.decide(&m, &normalize(p).unwrap()) {
+            RouteDecision::Allowed(r) => Ok(Some((r.template(), r.upstream(), r.max_body()))),
+            RouteDecision::NotFound => Ok(None),
+            RouteDecision::MethodNotAllowed(allow) => Err(allow.to_str().unwrap().to_owned()),
+        };
         assert_eq!(
             decide(Method::GET, "/api/v1/services/abc"),
-            RouteDecision::Allowed("/api/v1/services/{id}", "services-api", None)
+            Ok(Some(("/api/v1/services/{id}", "services-api", None)))
         );
         assert_eq!(
             decide(Method::GET, "/api/v1/services/categories"),
-            RouteDecision::Allowed("/api/v1/services/categories", "services-api", None)
+            Ok(Some(("/api/v1/services/categories", "services-api", None)))
         );
-        assert_eq!(
-            decide(Method::GET, "/admin/api/v1/services"),
-            RouteDecision::NotFound
-        );
-        assert_eq!(
-            decide(Method::GET, "/api/v1/services/a/b/c"),
-            RouteDecision::NotFound
-        );
+        assert_eq!(decide(Method::GET, "/admin/api/v1/services"), Ok(None));
+        assert_eq!(decide(Method::GET, "/api/v1/services/a/b/c"), Ok(None));
         assert_eq!(
             decide(Method::POST, "/api/v1/services"),
-            RouteDecision::MethodNotAllowed
+            Err("GET, HEAD, OPTIONS".to_owned())
         );
-        assert_eq!(decide(Method::DELETE, "/nowhere"), RouteDecision::NotFound);
+        assert_eq!(decide(Method::DELETE, "/nowhere"), Ok(None));
+        // A route with its own methods and body limit.
+        assert_eq!(
+            decide(Method::POST, "/api/v1/services/abc/publish"),
+            Ok(Some(("/api/v1/services/{id}/publish", "services-api", Some(10))))
+        );
+        assert_eq!(
+            decide(Method::GET, "/api/v1/services/abc/publish"),
+            Err("POST, OPTIONS".to_owned())
+        );
+        assert_eq!(
+            table.allow_header_of("/api/v1/services/{id}/publish"),
+            "POST, OPTIONS"
+        );
+        assert_eq!(table.allow_header_of("/api/v1/services"), "GET, HEAD, OPTIONS");
     }
 
     #[test]
