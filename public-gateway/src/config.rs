@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn dapr_mode_and_malformed_values() {
         let c = Config::from_env(env(&[("DAPR_HTTP_PORT", "3500")])).unwrap();
-        assert!(matches!(c.gateway.upstreams, Upstreams::Dapr { port: 3500 }));
+        assert!(matches!(
+            c.gateway.upstreams,
+            Upstreams::Dapr { port: 3500 }
+        ));
         for (name, value) in [
             ("PUBLIC_WEBSITE_ORIGINS", "*"),
             ("PUBLIC_RATE_LIMIT_PER_MINUTE", "0"),

@@ -247,7 +247,9 @@ impl RequestAuditor {
     }
 
     fn count(&self, result: &'static str, n: u64) {
-        self.records.get_or_create(&ResultLabel { result }).inc_by(n);
+        self.records
+            .get_or_create(&ResultLabel { result })
+            .inc_by(n);
     }
 }
 
@@ -279,7 +281,10 @@ impl Worker {
             if self.publish(&mut pending).await {
                 backoff = self.config.min_backoff;
             } else {
-                tracing::warn!(waiting = pending.len(), "audit records not published yet (NATS unreachable?); retrying");
+                tracing::warn!(
+                    waiting = pending.len(),
+                    "audit records not published yet (NATS unreachable?); retrying"
+                );
                 tokio::select! {
                     () = token.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}
@@ -303,7 +308,10 @@ impl Worker {
             self.auditor
                 .depth
                 .dec_by(i64::try_from(pending.len()).unwrap_or(i64::MAX));
-            tracing::error!(lost = pending.len(), "stopping with audit records unpublished");
+            tracing::error!(
+                lost = pending.len(),
+                "stopping with audit records unpublished"
+            );
         }
     }
 
@@ -314,7 +322,10 @@ impl Worker {
         for record in pending.iter() {
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MSG_ID, record.audit_id.to_string().as_str());
-            headers.insert(ic_telemetry::X_CORRELATION_ID, record.correlation_id.as_str());
+            headers.insert(
+                ic_telemetry::X_CORRELATION_ID,
+                record.correlation_id.as_str(),
+            );
             let payload = Bytes::from(serde_json::to_vec(record).unwrap_or_default());
             let sent = self
                 .jetstream

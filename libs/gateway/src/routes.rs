@@ -289,7 +289,11 @@ mod tests {
         // A route with its own methods and body limit.
         assert_eq!(
             decide(Method::POST, "/api/v1/services/abc/publish"),
-            Ok(Some(("/api/v1/services/{id}/publish", "services-api", Some(10))))
+            Ok(Some((
+                "/api/v1/services/{id}/publish",
+                "services-api",
+                Some(10)
+            )))
         );
         assert_eq!(
             decide(Method::GET, "/api/v1/services/abc/publish"),
@@ -299,7 +303,10 @@ mod tests {
             table.allow_header_of("/api/v1/services/{id}/publish"),
             "POST, OPTIONS"
         );
-        assert_eq!(table.allow_header_of("/api/v1/services"), "GET, HEAD, OPTIONS");
+        assert_eq!(
+            table.allow_header_of("/api/v1/services"),
+            "GET, HEAD, OPTIONS"
+        );
     }
 
     #[test]

@@ -117,7 +117,9 @@ pub fn origins(
         if !ok || origin == "*" {
             return Err(ConfigError::invalid(
                 name,
-                format!("a comma list of exact origins such as https://example.org (not {origin:?})"),
+                format!(
+                    "a comma list of exact origins such as https://example.org (not {origin:?})"
+                ),
             ));
         }
     }
@@ -242,7 +244,11 @@ mod tests {
             origins(&env(&[]), "O", dev, "http://localhost:3000").unwrap(),
             ["http://localhost:3000"]
         );
-        assert!(origins(&env(&[]), "O", Environment::Production, "http://x").unwrap().is_empty());
+        assert!(
+            origins(&env(&[]), "O", Environment::Production, "http://x")
+                .unwrap()
+                .is_empty()
+        );
         assert!(per_minute(&env(&[("L", "0")]), "L", 5).is_err());
         assert_eq!(per_minute(&env(&[]), "L", 5), Ok(5));
     }

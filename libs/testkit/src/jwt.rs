@@ -333,3 +333,95 @@ pub fn attack_battery(
         ),
     ]
 }
+
+/// An issuer's key server as Authentik lays it out: the OpenID configuration at
+/// `/application/o/<slug>/.well-known/openid-configuration` and the JWKS at
+/// `/application/o/<slug>/jwks/`. A test changes its keys, takes it down and counts
+/// the JWKS fetches.
+#[derive(Clone)]
+pub struct JwksServer {
+    keys: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl std::fmt::Debug for JwksServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksServer")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl JwksServer {
+    /// Serves `keys` on a free loopback port (in the current tokio runtime).
+    pub async fn start(keys: Vec<Value>) -> Self {
+        use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let base = format!("http://{}", listener.local_addr().expect("its address"));
+        let server = Self {
+            keys: std::sync::Arc::new(std::sync::Mutex::new(keys)),
+            fetches: std::sync::Arc::default(),
+            down: std::sync::Arc::default(),
+            base,
+        };
+        let served = server.clone();
+        let configured = server.clone();
+        let router = Router::new()
+            .route(
+                "/application/o/admin/jwks/",
+                get(move || {
+                    let server = served.clone();
+                    async move {
+                        server.fetches.fetch_add(1, Ordering::SeqCst);
+                        // Slow enough for concurrent callers to pile up behind one fetch.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        if server.down.load(Ordering::SeqCst) {
+                            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                        }
+                        Json(jwks(&server.keys.lock().expect("keys"))).into_response()
+                    }
+                }),
+            )
+            .route(
+                "/application/o/admin/.well-known/openid-configuration",
+                get(move || {
+                    let issuer = configured.issuer();
+                    let jwks_uri = configured.jwks_url();
+                    async move { Json(json!({"issuer": issuer, "jwks_uri": jwks_uri})) }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        server
+    }
+
+    /// The issuer, Authentik's shape: `<base>/application/o/admin/`.
+    pub fn issuer(&self) -> String {
+        format!("{}/application/o/admin/", self.base)
+    }
+
+    /// The JWKS URL.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/application/o/admin/jwks/", self.base)
+    }
+
+    /// JWKS fetches so far.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replaces the published keys.
+    pub fn set_keys(&self, keys: Vec<Value>) {
+        *self.keys.lock().expect("keys") = keys;
+    }
+
+    /// Takes the JWKS down (503) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -5,92 +5,25 @@
 use std::{
     net::{IpAddr, Ipv4Addr},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{Router, http::StatusCode};
 use ic_gateway::{
     bearer::{AuthError, Verifier, VerifierConfig},
     jwks::{KeySource, KeyStore, readiness_checks},
 };
 use ic_health::Criticality;
-use ic_testkit::jwt::{self, EcIssuer, RsaIssuer, attack_battery, claims};
+use ic_testkit::jwt::{self, EcIssuer, JwksServer as Jwks, RsaIssuer, attack_battery, claims};
 use jsonwebtoken::Algorithm;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const AUDIENCE: &str = "ic-admin";
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const SKEW: i64 = 60;
-
-/// A JWKS (and OpenID configuration) server whose keys, availability and fetch count
-/// a test controls.
-#[derive(Clone)]
-struct Jwks {
-    keys: Arc<Mutex<Vec<Value>>>,
-    fetches: Arc<AtomicUsize>,
-    down: Arc<AtomicBool>,
-    base: String,
-}
-
-impl Jwks {
-    async fn start(keys: Vec<Value>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let jwks = Self {
-            keys: Arc::new(Mutex::new(keys)),
-            fetches: Arc::default(),
-            down: Arc::default(),
-            base,
-        };
-        let served = jwks.clone();
-        let configured = jwks.clone();
-        let router = Router::new()
-            .route(
-                "/application/o/admin/jwks/",
-                get(move || {
-                    let jwks = served.clone();
-                    async move {
-                        jwks.fetches.fetch_add(1, Ordering::SeqCst);
-                        // Slow enough for concurrent callers to pile up behind one fetch.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        if jwks.down.load(Ordering::SeqCst) {
-                            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                        }
-                        Json(jwt::jwks(&jwks.keys.lock().unwrap())).into_response()
-                    }
-                }),
-            )
-            .route(
-                "/application/o/admin/.well-known/openid-configuration",
-                get(move || {
-                    let base = configured.base.clone();
-                    async move {
-                        Json(json!({
-                            "issuer": format!("{base}/application/o/admin/"),
-                            "jwks_uri": format!("{base}/application/o/admin/jwks/"),
-                        }))
-                    }
-                }),
-            );
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        jwks
-    }
-
-    fn issuer(&self) -> String {
-        format!("{}/application/o/admin/", self.base)
-    }
-
-    fn url(&self) -> String {
-        format!("{}/application/o/admin/jwks/", self.base)
-    }
-
-    fn fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
-    }
-}
 
 /// A server that must never be contacted: it counts what reaches it.
 async fn evil_server() -> (String, Arc<AtomicUsize>) {
@@ -139,7 +72,7 @@ fn metric(verifier: &Verifier, line_start: &str) -> f64 {
 async fn every_attack_of_the_battery_is_refused_and_no_named_url_is_fetched() {
     let known = RsaIssuer::generate("k1");
     let jwks = Jwks::start(vec![known.jwk()]).await;
-    let verifier = verifier_for(KeySource::Url(jwks.url()), &jwks.issuer(), |_| {}).await;
+    let verifier = verifier_for(KeySource::Url(jwks.jwks_url()), &jwks.issuer(), |_| {}).await;
     let (evil, evil_hits) = evil_server().await;
     let battery = attack_battery(&known, &jwks.issuer(), AUDIENCE, SKEW, &evil);
     assert!(battery.len() >= 25, "{} cases", battery.len());
@@ -200,7 +133,7 @@ async fn es256_keys_verify_es256_only_and_hmac_or_small_keys_are_never_loaded() 
         encryption,
     ])
     .await;
-    let verifier = verifier_for(KeySource::Url(jwks.url()), &jwks.issuer(), |_| {}).await;
+    let verifier = verifier_for(KeySource::Url(jwks.jwks_url()), &jwks.issuer(), |_| {}).await;
     assert_eq!(verifier.keys().current().len(), 2, "ec1 and rsa1 only");
     let good = claims(&jwks.issuer(), AUDIENCE, "ada", &[], 300);
     verifier.verify(&ec.token(&good), CLIENT).await.unwrap();
@@ -216,7 +149,7 @@ async fn es256_keys_verify_es256_only_and_hmac_or_small_keys_are_never_loaded() 
 async fn a_rotated_key_is_accepted_after_one_refresh_and_a_removed_one_refused_after_the_next() {
     let old = RsaIssuer::generate("old");
     let jwks = Jwks::start(vec![old.jwk()]).await;
-    let verifier = verifier_for(KeySource::Url(jwks.url()), &jwks.issuer(), |_| {}).await;
+    let verifier = verifier_for(KeySource::Url(jwks.jwks_url()), &jwks.issuer(), |_| {}).await;
     let good = claims(&jwks.issuer(), AUDIENCE, "ada", &["admin"], 300);
     let old_token = old.token(&good);
     verifier.verify(&old_token, CLIENT).await.unwrap();
@@ -224,12 +157,12 @@ async fn a_rotated_key_is_accepted_after_one_refresh_and_a_removed_one_refused_a
 
     // Published later: the unknown kid asks for one refresh, which finds it.
     let new = RsaIssuer::generate("new");
-    jwks.keys.lock().unwrap().push(new.jwk());
+    jwks.set_keys(vec![old.jwk(), new.jwk()]);
     verifier.verify(&new.token(&good), CLIENT).await.unwrap();
     assert_eq!(jwks.fetches(), 2);
 
     // Removed: refused after the next refresh, though the token was verified (cached).
-    jwks.keys.lock().unwrap().retain(|k| k["kid"] != "old");
+    jwks.set_keys(vec![new.jwk()]);
     verifier.verify(&old_token, CLIENT).await.unwrap();
     verifier.keys().refresh().await.unwrap();
     assert!(matches!(
@@ -245,7 +178,7 @@ async fn fifty_concurrent_unknown_kids_cause_one_fetch_and_a_rate_limited_store_
     let jwks = Jwks::start(vec![known.jwk()]).await;
     ic_telemetry::install_crypto_provider();
     let store = KeyStore::new(
-        KeySource::Url(jwks.url()),
+        KeySource::Url(jwks.jwks_url()),
         vec![Algorithm::RS256],
         Duration::from_secs(2),
     );
@@ -277,17 +210,17 @@ async fn fifty_concurrent_unknown_kids_cause_one_fetch_and_a_rate_limited_store_
 async fn a_jwks_server_that_goes_down_leaves_the_last_good_keys_in_use_and_readiness_says_so() {
     let known = RsaIssuer::generate("k1");
     let jwks = Jwks::start(vec![known.jwk()]).await;
-    let verifier = verifier_for(KeySource::Url(jwks.url()), &jwks.issuer(), |_| {}).await;
+    let verifier = verifier_for(KeySource::Url(jwks.jwks_url()), &jwks.issuer(), |_| {}).await;
     let [keys_check, refresh_check] = readiness_checks(verifier.keys(), Criticality::Critical);
     assert_eq!(keys_check.run().await, Ok(()));
-    jwks.down.store(true, Ordering::SeqCst);
+    jwks.set_down(true);
     assert!(verifier.keys().refresh().await.is_err());
     let good = claims(&jwks.issuer(), AUDIENCE, "ada", &["admin"], 300);
     verifier.verify(&known.token(&good), CLIENT).await.unwrap();
     assert_eq!(keys_check.run().await, Ok(()), "keys still usable");
     let degraded = refresh_check.run().await.unwrap_err();
     assert!(degraded.contains("still in use"), "{degraded}");
-    jwks.down.store(false, Ordering::SeqCst);
+    jwks.set_down(false);
     verifier.keys().refresh().await.unwrap();
     assert_eq!(refresh_check.run().await, Ok(()));
 
@@ -339,7 +272,7 @@ async fn keys_are_discovered_from_the_issuer_whose_configuration_must_name_it() 
 async fn a_flood_of_garbage_tokens_is_stopped_before_any_signature_check() {
     let known = RsaIssuer::generate("k1");
     let jwks = Jwks::start(vec![known.jwk()]).await;
-    let verifier = verifier_for(KeySource::Url(jwks.url()), &jwks.issuer(), |c| {
+    let verifier = verifier_for(KeySource::Url(jwks.jwks_url()), &jwks.issuer(), |c| {
         c.verify_per_minute = 5;
     })
     .await;

@@ -1,0 +1,192 @@
+//! Authentication through the gateway: every attack of the battery is 401 and never
+//! reaches a backend; the security headers are on every 401; readiness needs keys.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use axum::{Router, http::StatusCode};
+use http::Method;
+use ic_testkit::jwt::attack_battery;
+
+use crate::common::{Recorder, Stack, assert_admin_security_headers};
+
+/// A server that must never be contacted: it counts what reaches it.
+async fn evil_server() -> (String, Arc<AtomicUsize>) {
+    let hits: Arc<AtomicUsize> = Arc::default();
+    let counted = hits.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { StatusCode::OK }
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn every_attack_is_401_with_a_challenge_and_never_reaches_a_backend() {
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(&upstream.url(), &[]).await;
+    let (evil, evil_hits) = evil_server().await;
+    let battery = attack_battery(&stack.issuer, &stack.jwks.issuer(), "ic-admin", 60, &evil);
+    assert!(battery.len() >= 25);
+    for (name, token) in &battery {
+        let (res, _) = stack
+            .call(Method::GET, "/admin/api/v1/services", Some(token), None)
+            .await;
+        assert_eq!(res.status(), 401, "{name}");
+        let challenge = res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with("Bearer realm=") && challenge.contains("error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+        assert_admin_security_headers(res.headers(), name);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "UNAUTHORIZED", "{name}");
+    }
+    // No token at all: the challenge without an error code (RFC 6750 §3.1).
+    let (res, _) = stack
+        .call(Method::DELETE, "/admin/api/v1/services/x", None, None)
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer realm=\"international-center\""
+    );
+    assert_admin_security_headers(res.headers(), "no token");
+    assert!(upstream.seen().is_empty(), "no attack reached a backend");
+    assert_eq!(evil_hits.load(Ordering::SeqCst), 0, "jku/x5u never fetched");
+
+    // The real token goes through, as its user.
+    let token = stack.token("ada", &["admin"]);
+    let (res, _) = stack
+        .call(
+            Method::GET,
+            "/admin/api/v1/services?page=1",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_admin_security_headers(res.headers(), "200");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri, "/admin/api/v1/services?page=1");
+    assert_eq!(seen[0].headers["x-user-id"], "ada");
+    assert_eq!(seen[0].headers["x-user-roles"], "admin");
+    assert_eq!(seen[0].headers["x-user-email"], "ada@example.org");
+    assert_eq!(seen[0].headers["x-user-name"], "ada");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn identity_headers_sent_by_the_client_are_replaced_by_the_tokens() {
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(&upstream.url(), &[]).await;
+    let token = stack.token("ada", &["services-manager"]);
+    let res = stack
+        .http
+        .get(format!("{}/admin/services", stack.url))
+        .bearer_auth(&token)
+        .header("x-user-id", "root")
+        .header("x-user-roles", "admin")
+        .header("x-user-email", "root@evil")
+        .header("x-user-name", "root")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the alias /admin/services");
+    let seen = &upstream.seen()[0];
+    assert_eq!(seen.uri, "/admin/api/v1/services");
+    assert_eq!(seen.headers["x-user-id"], "ada");
+    assert_eq!(seen.headers["x-user-roles"], "services-manager");
+    assert_eq!(seen.headers.get_all("x-user-email").iter().count(), 1);
+    assert_eq!(seen.headers["x-user-name"], "ada");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn health_metrics_and_the_document_need_no_token_and_readiness_needs_keys() {
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(&upstream.url(), &[]).await;
+    for path in [
+        "/health",
+        "/healthz",
+        "/health/ready",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        let res = stack
+            .http
+            .get(format!("{}{path}", stack.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_admin_security_headers(res.headers(), path);
+    }
+    let ready: serde_json::Value = stack
+        .http
+        .get(format!("{}/health/ready", stack.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for check in ["jwks", "opa", "audit"] {
+        assert_eq!(ready["checks"][check]["status"], "up", "{check}: {ready}");
+    }
+    let live: serde_json::Value = stack
+        .http
+        .get(format!("{}/health", stack.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for part in ["cors", "rate_limit", "auth", "opa", "audit", "telemetry"] {
+        assert!(
+            live["middleware_status"][part].is_string(),
+            "{part}: {live}"
+        );
+    }
+    stack.stop().await;
+
+    // An issuer whose keys cannot be had: not ready (no one could be admitted).
+    let jwks = ic_testkit::jwt::JwksServer::start(Vec::new()).await;
+    jwks.set_down(true);
+    let stack = Stack::with_env(
+        ic_testkit::jwt::RsaIssuer::generate("k"),
+        jwks.clone(),
+        [
+            ("HOST", "127.0.0.1".to_owned()),
+            ("ADMIN_GATEWAY_PORT", "0".to_owned()),
+            ("AUTHENTIK_ISSUER_URL", jwks.issuer()),
+            ("AUTHENTIK_ADMIN_AUDIENCE", "ic-admin".to_owned()),
+            ("SERVICES_API_URL", upstream.url()),
+            ("NATS_URL", crate::common::nats_url()),
+        ]
+        .into_iter()
+        .collect(),
+    )
+    .await;
+    let res = stack
+        .http
+        .get(format!("{}/health/ready", stack.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let ready: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(ready["status"], "not_ready");
+    assert_eq!(ready["checks"]["jwks"]["status"], "down", "{ready}");
+    stack.stop().await;
+}
