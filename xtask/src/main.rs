@@ -8,10 +8,13 @@
 //! - `fuzz [ITERATIONS] [SEED]`: the engine's property tests (arbitrary bytes and read
 //!   splits, `libs/h1/src/properties.rs`) run long, in release (`test` runs 300 cases).
 //! - `migrate ARGS`: the `migrate` tool against the `up` database.
+//! - `token [--roles a,b] [--user id] [--ttl s]`: a token of the development issuer, for
+//!   admin-gateway (port 8001) under `up`.
 #![allow(clippy::disallowed_methods)] // xtask is a binary: it reads and sets child environments
 
 mod bench;
 mod deps;
+mod dev_issuer;
 mod up;
 
 use std::{
@@ -61,9 +64,10 @@ fn main() -> ExitCode {
         "bench" => bench::bench(rest),
         "fuzz" => fuzz(rest),
         "migrate" => up::migrate(rest),
+        "token" => dev_issuer::print_token(rest, &workspace_root().join(".dev")),
         _ => {
             eprintln!(
-                "usage: cargo xtask <up | down [--wipe] | test [test args] | bench | fuzz [iterations] [seed] | migrate <args>>\n\
+                "usage: cargo xtask <up | down [--wipe] | test [test args] | bench | fuzz [iterations] [seed] | migrate <args> | token [--roles a,b] [--user id] [--ttl s]>\n\
                  see README.md"
             );
             return ExitCode::from(if verb == "help" || verb == "--help" {

@@ -14,7 +14,7 @@ use ic_testkit::{
 };
 use serde_json::{Value, json};
 
-use crate::{cargo, deps, run, workspace_root};
+use crate::{cargo, deps, dev_issuer, run, workspace_root};
 
 /// Postgres port of the local stack (not 5432, so a system Postgres can coexist).
 pub const PG_PORT: u16 = 55432;
@@ -24,6 +24,8 @@ pub const NATS_PORT: u16 = 54222;
 pub const SERVICES_API_PORT: u16 = 8080;
 /// public-gateway port (the spec's).
 pub const PUBLIC_GATEWAY_PORT: u16 = 8000;
+/// admin-gateway port (the spec's).
+pub const ADMIN_GATEWAY_PORT: u16 = 8001;
 /// broadcaster port (the spec's) and its metrics port.
 pub const BROADCASTER_PORT: u16 = 8002;
 /// broadcaster metrics port (the spec's).
@@ -165,6 +167,8 @@ pub fn up() -> anyhow::Result<()> {
         "public-gateway",
         "--package",
         "broadcaster",
+        "--package",
+        "admin-gateway",
         "--bins",
         "--example",
         "webhook_receiver",
@@ -210,6 +214,21 @@ pub fn up() -> anyhow::Result<()> {
         )?;
         let gateway = format!("http://127.0.0.1:{PUBLIC_GATEWAY_PORT}");
         wait_ready(&mut public_gateway, &format!("{gateway}/health")).await?;
+        // Staff: admin-gateway, with the development issuer standing in for Authentik.
+        let issuer = dev_issuer::load_or_create(&dev_dir().join("issuer"))?;
+        let _issuer_keys = dev_issuer::serve(&issuer).await?;
+        let mut admin_gateway = spawn_service(
+            "admin-gateway",
+            &[
+                ("ADMIN_GATEWAY_PORT", ADMIN_GATEWAY_PORT.to_string()),
+                ("SERVICES_API_URL", base.clone()),
+                ("NATS_URL", nats_url.clone()),
+                ("AUTHENTIK_ISSUER_URL", dev_issuer::issuer_url()),
+                ("AUTHENTIK_ADMIN_AUDIENCE", dev_issuer::DEV_AUDIENCE.to_owned()),
+            ],
+        )?;
+        let admin = format!("http://127.0.0.1:{ADMIN_GATEWAY_PORT}");
+        wait_ready(&mut admin_gateway, &format!("{admin}/health")).await?;
         // The demo subscription: every event, signed, to a receiver printing here.
         let receiver = spawn(
             "webhook-receiver",
@@ -242,15 +261,17 @@ pub fn up() -> anyhow::Result<()> {
         wait_ready(&mut broadcaster, &format!("{broadcaster_url}/health")).await?;
         let marker = dev_dir().join("demo-data-loaded");
         if !marker.exists() {
-            eprintln!("==> loading demo data");
-            load_demo_data(&base).await?;
+            eprintln!("==> loading demo data (through admin-gateway, as the user demo-loader)");
+            let token = dev_issuer::token(&issuer, "demo-loader", &["admin"], 600);
+            load_demo_data(&admin, &token).await?;
             std::fs::write(&marker, "")?;
         }
-        print_banner(&base, &gateway, &broadcaster_url);
+        print_banner(&base, &gateway, &admin, &broadcaster_url);
         tokio::signal::ctrl_c().await?;
         eprintln!("\n==> stopping");
         drop(broadcaster);
         drop(receiver);
+        drop(admin_gateway);
         drop(public_gateway);
         drop(services_api);
         Ok::<(), anyhow::Error>(())
@@ -258,10 +279,13 @@ pub fn up() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(base: &str, gateway: &str, broadcaster: &str) {
+fn print_banner(base: &str, gateway: &str, admin: &str, broadcaster: &str) {
+    let issuer = dev_issuer::issuer_url();
     println!(
         "\nThe platform is running (Ctrl-C stops it; data stays in .dev/):\n\
          \n  public-gateway {gateway}   (anonymous entry: the public API, /services alias)\
+         \n  admin-gateway  {admin}   (staff entry: bearer tokens, Rego policy, per-user limits, audit; {admin}/openapi.json)\
+         \n  dev issuer     {issuer}   (stands in for Authentik; `cargo xtask token` prints a token)\
          \n  services-api   {base}   (health {base}/health/ready, metrics {base}/metrics)\
          \n  PostgreSQL     postgres://postgres@127.0.0.1:{PG_PORT}/{DATABASE}\
          \n  broadcaster    {broadcaster}   (subscriptions {broadcaster}/subscriptions, dead letters {broadcaster}/dead-letters, metrics :{BROADCASTER_METRICS_PORT}/metrics)\
@@ -270,17 +294,22 @@ fn print_banner(base: &str, gateway: &str, broadcaster: &str) {
          \n\nTry:\
          \n  curl -s {gateway}/api/v1/services?limit=3\
          \n  curl -s '{gateway}/services/search?q=clinics'\
-         \n  curl -s -X POST {base}/admin/api/v1/services -H 'content-type: application/json' -H 'x-user-id: editor-1' \\\
+         \n  TOKEN=$(cargo xtask token --roles services-manager --user editor-1)\
+         \n  curl -s -X POST {admin}/admin/api/v1/services -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\\
          \n       -d \"{{\\\"title\\\":\\\"Travel vaccinations $(date +%s)\\\",\\\"description\\\":\\\"Vaccines and advice before you travel.\\\",\\\"delivery_mode\\\":\\\"outpatient_service\\\"}}\"\
-         \n  (repeatable: the title, and so the slug, carries the time; admin writes go straight to services-api until the admin gateway lands)\n"
+         \n  (repeatable: the title, and so the slug, carries the time; without a token, or with --roles content-manager, admin-gateway answers 401 / 403)\n"
     );
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
     let res = client
         .post(url)
-        .header("x-user-id", "demo-loader")
-        .header("x-user-roles", "admin")
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await?;
@@ -293,8 +322,9 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Resul
 }
 
 /// A handful of categories, ~20 services across the three delivery modes, two featured
-/// categories; loaded through the admin API so events and audit records are produced.
-async fn load_demo_data(base: &str) -> anyhow::Result<()> {
+/// categories; loaded through admin-gateway (`admin`, with `token`) so events and audit
+/// records are produced.
+async fn load_demo_data(base: &str, token: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let categories = [
         ("Primary Care", 1),
@@ -308,6 +338,7 @@ async fn load_demo_data(base: &str) -> anyhow::Result<()> {
         let c = post(
             &client,
             &format!("{base}/admin/api/v1/services/categories"),
+            token,
             json!({"name": name, "order_number": order}),
         )
         .await?;
@@ -439,6 +470,7 @@ async fn load_demo_data(base: &str) -> anyhow::Result<()> {
         let s = post(
             &client,
             &format!("{base}/admin/api/v1/services"),
+            token,
             json!({"title": title, "description": description, "category_id": ids[*cat], "delivery_mode": mode, "order_number": i}),
         )
         .await?;
@@ -448,6 +480,7 @@ async fn load_demo_data(base: &str) -> anyhow::Result<()> {
             post(
                 &client,
                 &format!("{base}/admin/api/v1/services/{id}/publish"),
+                token,
                 Value::Null,
             )
             .await?;
@@ -457,6 +490,7 @@ async fn load_demo_data(base: &str) -> anyhow::Result<()> {
         post(
             &client,
             &format!("{base}/admin/api/v1/services/featured-categories"),
+            token,
             json!({"category_id": ids[cat], "feature_position": pos}),
         )
         .await?;

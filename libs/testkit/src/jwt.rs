@@ -358,12 +358,15 @@ impl std::fmt::Debug for JwksServer {
 impl JwksServer {
     /// Serves `keys` on a free loopback port (in the current tokio runtime).
     pub async fn start(keys: Vec<Value>) -> Self {
+        Self::start_on(0, keys).await.expect("a loopback port")
+    }
+
+    /// Serves `keys` on loopback `port` (0: any free one).
+    pub async fn start_on(port: u16, keys: Vec<Value>) -> std::io::Result<Self> {
         use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
         use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let base = format!("http://{}", listener.local_addr().expect("its address"));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let base = format!("http://{}", listener.local_addr()?);
         let server = Self {
             keys: std::sync::Arc::new(std::sync::Mutex::new(keys)),
             fetches: std::sync::Arc::default(),
@@ -397,7 +400,7 @@ impl JwksServer {
                 }),
             );
         tokio::spawn(async move { axum::serve(listener, router).await });
-        server
+        Ok(server)
     }
 
     /// The issuer, Authentik's shape: `<base>/application/o/admin/`.
