@@ -812,6 +812,88 @@ async fn a_bearer_token_is_never_silently_anonymous() {
     assert!(upstream.seen().is_empty());
 }
 
+/// With an issuer configured (the verifier of admin-gateway plugged into the identity
+/// point): no token is anonymous, a valid token forwards its user, an invalid or expired
+/// one is 401, never anonymous.
+#[tokio::test]
+async fn with_an_issuer_a_valid_token_forwards_its_user_and_a_bad_one_is_401() {
+    use ic_testkit::jwt::{JwksServer, RsaIssuer, claims};
+    ic_telemetry::install_crypto_provider();
+    let upstream = Recorder::start().await;
+    let issuer = RsaIssuer::generate("k1");
+    let jwks = JwksServer::start(vec![issuer.jwk()]).await;
+    let mut vars = to_upstream(&upstream);
+    vars.extend([
+        ("AUTHENTIK_ISSUER_URL", jwks.issuer()),
+        ("AUTHENTIK_ADMIN_AUDIENCE", "ic-admin".to_owned()),
+        ("PUBLIC_GATEWAY_PORT", "0".to_owned()),
+        ("HOST", "127.0.0.1".to_owned()),
+    ]);
+    let env: Env = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let app = public_gateway::App::build(Config::from_env(env).unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/api/v1/services", app.port());
+    let stop = app.shutdown_token();
+    let served = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 200);
+    let valid = issuer.token(&claims(&jwks.issuer(), "ic-admin", "ada", &["staff"], 300));
+    let signed_in = client.get(&url).bearer_auth(&valid).send().await.unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let mut expired = claims(&jwks.issuer(), "ic-admin", "ada", &["staff"], 300);
+    expired["exp"] = json!(ic_testkit::jwt::now() - 3600);
+    for (what, token) in [
+        ("expired", issuer.token(&expired)),
+        (
+            "forged",
+            RsaIssuer::generate("k1").token(&claims(&jwks.issuer(), "ic-admin", "ada", &[], 300)),
+        ),
+        ("garbage", "not-a-token".to_owned()),
+    ] {
+        let refused = client.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{what}");
+        assert!(
+            refused.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token"),
+            "{what}"
+        );
+    }
+    let basic = client
+        .get(&url)
+        .basic_auth("ada", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        basic.status(),
+        401,
+        "other credentials are not ignored either"
+    );
+
+    let seen = upstream.seen();
+    assert_eq!(
+        seen.len(),
+        2,
+        "only the anonymous and the signed-in request went through"
+    );
+    assert_eq!(seen[0].headers["x-user-id"], "anonymous");
+    assert_eq!(seen[0].headers["x-user-roles"], "public");
+    assert_eq!(seen[1].headers["x-user-id"], "ada");
+    assert_eq!(seen[1].headers["x-user-roles"], "staff");
+    assert_eq!(seen[1].headers["x-user-email"], "ada@example.org");
+    assert_eq!(seen[1].headers["x-user-name"], "ada");
+    stop.cancel();
+    served.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn health_reports_middleware_status_and_readiness_of_upstreams() {
     let upstream = Recorder::start().await;

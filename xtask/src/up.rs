@@ -224,7 +224,10 @@ pub fn up() -> anyhow::Result<()> {
                 ("SERVICES_API_URL", base.clone()),
                 ("NATS_URL", nats_url.clone()),
                 ("AUTHENTIK_ISSUER_URL", dev_issuer::issuer_url()),
-                ("AUTHENTIK_ADMIN_AUDIENCE", dev_issuer::DEV_AUDIENCE.to_owned()),
+                (
+                    "AUTHENTIK_ADMIN_AUDIENCE",
+                    dev_issuer::DEV_AUDIENCE.to_owned(),
+                ),
             ],
         )?;
         let admin = format!("http://127.0.0.1:{ADMIN_GATEWAY_PORT}");

@@ -244,3 +244,71 @@ async fn records_made_while_nats_is_down_arrive_when_it_returns() {
     }
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn with_loki_configured_records_reach_it_as_admin_audit_even_after_it_was_down() {
+    // A private NATS: the harness's is shared with other tests' shippers.
+    let nats = ic_testkit::NatsServer::start();
+    let loki = ic_testkit::fake_loki::FakeLoki::start().await;
+    loki.fail_with(Some(503));
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(
+        &upstream.url(),
+        &[("NATS_URL", &nats.url()), ("LOKI_URL", &loki.url())],
+    )
+    .await;
+    let admin = stack.token("ada", &["admin"]);
+    let viewer = stack.token("vic", &["audit-viewer"]);
+    let (created, write) = stack
+        .call(
+            Method::POST,
+            "/admin/api/v1/services",
+            Some(&admin),
+            Some(json!({"title": "x", "token": "t"})),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let (refused, unauthenticated) = stack
+        .call(Method::GET, "/admin/api/v1/services", None, None)
+        .await;
+    assert_eq!(refused.status(), 401);
+    let (denied, forbidden) = stack
+        .call(Method::GET, "/admin/api/v1/services", Some(&viewer), None)
+        .await;
+    assert_eq!(denied.status(), 403);
+
+    ic_testkit::eventually(Duration::from_secs(20), "a refused push", || async {
+        loki.pushes().iter().any(|p| p.status == 503).then_some(())
+    })
+    .await;
+    loki.fail_with(None);
+    let ids = [write, unauthenticated, forbidden];
+    let entries = ic_testkit::eventually(
+        Duration::from_secs(60),
+        "the three records in Loki",
+        || async {
+            let entries: Vec<_> = loki
+                .entries()
+                .into_iter()
+                .filter(|e| ids.iter().any(|id| e.line.contains(id.as_str())))
+                .collect();
+            (entries.len() >= 3).then_some(entries)
+        },
+    )
+    .await;
+    assert_eq!(entries.len(), 3, "each once");
+    for entry in &entries {
+        assert_eq!(entry.labels["job"], "admin-audit");
+        assert_eq!(entry.labels["entity_type"], "request");
+        assert_eq!(entry.labels["service"], "admin-gateway");
+        let line: Value = serde_json::from_str(&entry.line).unwrap();
+        assert_eq!(
+            entry.labels["operation_type"],
+            line["method"].as_str().unwrap()
+        );
+        if line["status"] == 201 {
+            assert_eq!(line["body"]["token"], "[REDACTED]");
+        }
+    }
+    stack.stop().await;
+}
