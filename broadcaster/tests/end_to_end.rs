@@ -1,6 +1,8 @@
-//! From an admin write in services-api to a verified webhook: the outbox relay publishes
-//! the event, the broadcaster delivers it, and the official `standardwebhooks` Python
-//! package (installed by `cargo xtask test`, path in `IC_TEST_PYTHON`) verifies it.
+//! From a staff member's token to a verified webhook: admin-gateway admits the write,
+//! services-api commits it, the outbox relay publishes the event, the broadcaster
+//! delivers it, and the official `standardwebhooks` Python package (installed by
+//! `cargo xtask test`, path in `IC_TEST_PYTHON`) verifies it — one correlation id and one
+//! trace throughout, the gateway's audit record included.
 
 mod common;
 
@@ -14,7 +16,6 @@ use common::{Receiver, SECRET, publish, start, subscription};
 use ic_events::{Relay, RelayConfig};
 use ic_testkit::NatsServer;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 /// Runs `standardwebhooks.Webhook(secret).verify(body, headers)`; the payload's `id` on
 /// success, `None` when verification fails.
@@ -52,8 +53,43 @@ print(payload['id'])\n";
 const CORRELATION_ID: &str = "3f2c1e0a-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+/// admin-gateway in front of services-api at `backend`, trusting a fresh issuer's keys;
+/// its URL, the issuer's token for an admin, and the token stopping it.
+async fn admin_gateway(backend: &str, nats_url: &str) -> (String, String, CancellationToken) {
+    use ic_testkit::jwt::{JwksServer, RsaIssuer, claims};
+    ic_telemetry::install_crypto_provider();
+    let issuer = RsaIssuer::generate("k1");
+    let jwks = JwksServer::start(vec![issuer.jwk()]).await;
+    let env: ic_config::Env = [
+        ("HOST", "127.0.0.1".to_owned()),
+        ("ADMIN_GATEWAY_PORT", "0".to_owned()),
+        ("AUTHENTIK_ISSUER_URL", jwks.issuer()),
+        ("AUTHENTIK_ADMIN_AUDIENCE", "ic-admin".to_owned()),
+        ("SERVICES_API_URL", backend.to_owned()),
+        ("NATS_URL", nats_url.to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let app = admin_gateway::App::build(admin_gateway::config::Config::from_env(env).unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.shutdown_token();
+    tokio::spawn(app.run_until_stopped());
+    let token = issuer.token(&claims(
+        &jwks.issuer(),
+        "ic-admin",
+        "editor-1",
+        &["services-manager"],
+        300,
+    ));
+    (url, token, stop)
+}
+
 #[sqlx::test(migrations = false)]
-async fn an_admin_write_becomes_a_webhook_the_official_library_verifies(pool: sqlx::PgPool) {
+async fn an_admin_write_through_admin_gateway_becomes_a_webhook_the_official_library_verifies(
+    pool: sqlx::PgPool,
+) {
     let mut conn = pool.acquire().await.unwrap();
     ic_migrations::up_all(&mut conn).await.expect("migrations");
     drop(conn);
@@ -83,21 +119,28 @@ async fn an_admin_write_becomes_a_webhook_the_official_library_verifies(pool: sq
     )
     .await;
 
-    let created = backend
-        .oneshot(
-            http::Request::post("/admin/api/v1/services")
-                .header("content-type", "application/json")
-                .header("x-user-id", "editor-1")
-                .header("x-correlation-id", CORRELATION_ID)
-                .header("traceparent", TRACEPARENT)
-                .body(axum::body::Body::from(
-                    r#"{"title":"Webhook check","description":"Sent to a webhook.","delivery_mode":"mobile_service"}"#,
-                ))
-                .unwrap(),
-        )
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, backend).await });
+    let (gateway, bearer, gateway_stop) = admin_gateway(&backend_url, &nats.url()).await;
+
+    let created = reqwest::Client::new()
+        .post(format!("{gateway}/admin/api/v1/services"))
+        .bearer_auth(&bearer)
+        .header("content-type", "application/json")
+        .header("x-correlation-id", CORRELATION_ID)
+        .header("traceparent", TRACEPARENT)
+        .body(r#"{"title":"Webhook check","description":"Sent to a webhook.","delivery_mode":"mobile_service"}"#)
+        .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["x-correlation-id"], CORRELATION_ID);
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(
+        created["created_by"], "editor-1",
+        "the token's user reached services-api"
+    );
 
     let request = receiver.wait_for("/hook", 1).await.remove(0);
     let event = request.json();
@@ -134,7 +177,26 @@ async fn an_admin_write_becomes_a_webhook_the_official_library_verifies(pool: sq
         "and rejects a body changed on the way"
     );
 
+    // The gateway's audit record and services-api's change record: the same ids.
+    let js = common::jetstream(&nats.url()).await;
+    for subject in [
+        format!("audit.admin-gateway.request.{CORRELATION_ID}"),
+        format!(
+            "audit.services-api.service.{}",
+            created["service_id"].as_str().unwrap()
+        ),
+    ] {
+        let record = common::last_message(&js, "IC_AUDIT", &subject).await;
+        assert_eq!(record["correlation_id"], CORRELATION_ID, "{subject}");
+        assert_eq!(
+            record["trace_id"].as_str(),
+            TRACEPARENT.split('-').nth(1),
+            "{subject}: the same trace"
+        );
+    }
+
     broadcaster.stop().await;
+    gateway_stop.cancel();
     token.cancel();
 }
 

@@ -148,3 +148,48 @@ pub fn python_venv(
     }
     Ok(python)
 }
+
+/// npm packages (name, version) the test suite runs: a real OpenID provider issues the
+/// tokens admin-gateway discovers and verifies.
+pub const TEST_NPM_PACKAGES: [(&str, &str); 1] = [("oidc-provider", "9.13")];
+
+/// A directory with `packages` installed by npm (`<dir>/node_modules/<name>`), installed
+/// on first use with the machine's Node.js and npm (Debian's `nodejs` and `npm` when
+/// missing); returns `dir`.
+pub fn npm_packages(
+    dir: &std::path::Path,
+    packages: &[(&str, &str)],
+) -> anyhow::Result<std::path::PathBuf> {
+    let installed = |name: &str| {
+        dir.join("node_modules")
+            .join(name)
+            .join("package.json")
+            .exists()
+    };
+    if packages.iter().all(|(name, _)| installed(name)) {
+        return Ok(dir.to_owned());
+    }
+    ensure_packages(&[("node", "nodejs"), ("npm", "npm")])?;
+    std::fs::create_dir_all(dir)?;
+    let specs: Vec<String> = packages
+        .iter()
+        .map(|(name, version)| format!("{name}@{version}"))
+        .collect();
+    eprintln!("==> installing {} (npm)", specs.join(" "));
+    let status = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(dir)
+        .args(&specs)
+        .status()
+        .context("npm install")?;
+    if !status.success() {
+        bail!("npm install {} failed", specs.join(" "));
+    }
+    Ok(dir.to_owned())
+}

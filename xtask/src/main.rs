@@ -135,6 +135,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         &target_dir().join("ic-test-venv"),
         &deps::TEST_PYTHON_PACKAGES,
     )?;
+    let node = deps::npm_packages(&target_dir().join("ic-test-node"), &deps::TEST_NPM_PACKAGES)?;
     eprintln!("==> starting PostgreSQL and nats-server on free ports");
     let postgres = ic_testkit::PostgresServer::start();
     let nats = ic_testkit::NatsServer::start();
@@ -165,6 +166,10 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .env("DATABASE_URL", postgres.url("postgres"))
         .env("NATS_URL", nats.url())
         .env("IC_TEST_PYTHON", &python)
+        .env(
+            "IC_TEST_OIDC_PROVIDER",
+            node.join("node_modules/oidc-provider/lib/index.js"),
+        )
         .env("RUST_BACKTRACE", "1");
     eprintln!(
         "==> running the test suite ({})",

@@ -8,3 +8,4 @@ mod authorization;
 mod common;
 mod document;
 mod limits;
+mod oidc;

@@ -289,3 +289,17 @@ pub async fn publish(js: &jetstream::Context, action: &str) -> CloudEvent {
     .unwrap();
     event
 }
+
+/// The last message on `subject` of `stream`, as JSON, waiting up to 10 s for it.
+pub async fn last_message(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> serde_json::Value {
+    ic_testkit::eventually(Duration::from_secs(10), subject, || async {
+        let stream = js.get_stream(stream).await.ok()?;
+        let message = stream.get_last_raw_message_by_subject(subject).await.ok()?;
+        serde_json::from_slice(&message.payload).ok()
+    })
+    .await
+}
