@@ -29,11 +29,11 @@ use crate::{cargo, deps, run};
 /// Seconds of each throughput and latency measurement.
 const SECONDS: u64 = 5;
 /// Rounds of turns; each figure is the median over them.
-const ROUNDS: usize = 3;
-const PROXY_CPU: &str = "1";
-const CLIENT_CPU: &str = "0";
+pub(super) const ROUNDS: usize = 3;
+pub(super) const PROXY_CPU: &str = "1";
+pub(super) const CLIENT_CPU: &str = "0";
 
-struct Process(Child);
+pub(super) struct Process(pub(super) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -42,7 +42,7 @@ impl Drop for Process {
     }
 }
 
-fn pinned(cpu: &str, binary: &Path) -> Command {
+pub(super) fn pinned(cpu: &str, binary: &Path) -> Command {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", cpu])
         .arg(binary)
@@ -51,7 +51,7 @@ fn pinned(cpu: &str, binary: &Path) -> Command {
     cmd
 }
 
-fn wait_port(port: u16) -> anyhow::Result<()> {
+pub(super) fn wait_port(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -78,7 +78,7 @@ fn nginx_args(dir: &Path, name: &str, server: &str) -> anyhow::Result<[PathBuf; 
     Ok(["-p".into(), prefix, "-c".into(), conf])
 }
 
-fn nginx(dir: &Path, name: &str, cpu: &str, server: &str) -> anyhow::Result<Process> {
+pub(super) fn nginx(dir: &Path, name: &str, cpu: &str, server: &str) -> anyhow::Result<Process> {
     let child = pinned(cpu, &find_binary("nginx"))
         .args(nginx_args(dir, name, server)?)
         .spawn()
@@ -242,34 +242,69 @@ fn haproxy(dir: &Path, port: u16, upstream: u16) -> anyhow::Result<Process> {
 }
 
 /// One proxy under test and its figures of each round.
-struct Target {
-    name: &'static str,
-    port: u16,
+pub(super) struct Target {
+    pub(super) name: &'static str,
+    pub(super) port: u16,
+    /// The path requested (`/api/v1/services` unless set).
+    pub(super) path: String,
+    /// Headers every request carries.
+    headers: Vec<String>,
     latency: Vec<Figures>,
-    throughput: Vec<Figures>,
+    pub(super) throughput: Vec<Figures>,
 }
 
 impl Target {
-    fn new(name: &'static str, port: u16) -> Self {
+    pub(super) fn new(name: &'static str, port: u16) -> Self {
         Self {
             name,
             port,
+            path: "/api/v1/services".to_owned(),
+            headers: Vec::new(),
             latency: Vec::new(),
             throughput: Vec::new(),
         }
     }
 
+    /// Requests `path` instead.
+    pub(super) fn with_path(mut self, path: &str) -> Self {
+        path.clone_into(&mut self.path);
+        self
+    }
+
+    /// Every request carries `header` (`Name: value`).
+    pub(super) fn with_header(mut self, header: &str) -> Self {
+        self.headers.push(header.to_owned());
+        self
+    }
+
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/api/v1/services", self.port)
+        format!("http://127.0.0.1:{}{}", self.port, self.path)
+    }
+
+    /// A short run before measuring (connections, caches, the allocator's pools).
+    pub(super) fn warm(&self) -> anyhow::Result<()> {
+        wrk_on(Some(CLIENT_CPU), &self.url(), 2, 8, 1, &self.headers).map(drop)
     }
 
     /// One turn: latency with one connection, throughput with 64.
-    fn measure(&mut self) -> anyhow::Result<()> {
+    pub(super) fn measure(&mut self) -> anyhow::Result<()> {
         let url = self.url();
-        self.latency
-            .push(wrk_on(Some(CLIENT_CPU), &url, SECONDS, 1, 1)?);
-        self.throughput
-            .push(wrk_on(Some(CLIENT_CPU), &url, SECONDS, 64, 1)?);
+        self.latency.push(wrk_on(
+            Some(CLIENT_CPU),
+            &url,
+            SECONDS,
+            1,
+            1,
+            &self.headers,
+        )?);
+        self.throughput.push(wrk_on(
+            Some(CLIENT_CPU),
+            &url,
+            SECONDS,
+            64,
+            1,
+            &self.headers,
+        )?);
         Ok(())
     }
 
@@ -279,15 +314,15 @@ impl Target {
         values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
     }
 
-    fn rps(&self) -> f64 {
+    pub(super) fn rps(&self) -> f64 {
         Self::median(self.throughput.iter().map(|f| f.rps))
     }
 
-    fn p50_ms(&self) -> f64 {
+    pub(super) fn p50_ms(&self) -> f64 {
         Self::median(self.latency.iter().map(|f| f.p50_ms))
     }
 
-    fn p99_ms(&self) -> f64 {
+    pub(super) fn p99_ms(&self) -> f64 {
         Self::median(self.latency.iter().map(|f| f.p99_ms))
     }
 }
@@ -387,7 +422,7 @@ pub fn gateway() -> anyhow::Result<()> {
     ];
     for target in &targets {
         wait_port(target.port)?;
-        wrk_on(Some(CLIENT_CPU), &target.url(), 2, 8, 1)?;
+        target.warm()?;
     }
     for round in 1..=ROUNDS {
         eprintln!("==> round {round} of {ROUNDS}");

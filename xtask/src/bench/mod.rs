@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: each figure is printed next to a peer measured in the same run,
 //! on the same machine, and as a ratio (`shared/spec`: speed is measured, not asserted).
 
+mod admin_gateway;
 mod broadcaster;
 mod gateway;
 mod services_list;
@@ -14,13 +15,17 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         None => {
             services_list::services_list()?;
             gateway::gateway()?;
+            admin_gateway::admin_gateway()?;
             broadcaster::broadcaster()
         }
         Some("services-list") => services_list::services_list(),
         Some("gateway") => gateway::gateway(),
+        Some("admin-gateway") => admin_gateway::admin_gateway(),
         Some("broadcaster") => broadcaster::broadcaster(),
         Some(other) => {
-            bail!("unknown benchmark {other:?} (available: services-list, gateway, broadcaster)")
+            bail!(
+                "unknown benchmark {other:?} (available: services-list, gateway, admin-gateway, broadcaster)"
+            )
         }
     }
 }

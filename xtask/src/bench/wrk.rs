@@ -30,16 +30,18 @@ fn parse_ms(value: &str) -> Option<f64> {
 }
 
 pub(crate) fn wrk(target: &str, seconds: u64) -> anyhow::Result<Figures> {
-    wrk_on(None, target, seconds, CONCURRENCY, 2)
+    wrk_on(None, target, seconds, CONCURRENCY, 2, &[])
 }
 
-/// wrk with `connections` over `threads`, optionally pinned to `cpus` (taskset list).
+/// wrk with `connections` over `threads`, optionally pinned to `cpus` (taskset list),
+/// each request carrying `headers` (`Name: value`).
 pub(crate) fn wrk_on(
     cpus: Option<&str>,
     target: &str,
     seconds: u64,
     connections: usize,
     threads: usize,
+    headers: &[String],
 ) -> anyhow::Result<Figures> {
     let mut cmd = match cpus {
         Some(list) => {
@@ -55,8 +57,9 @@ pub(crate) fn wrk_on(
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--latency",
-            target,
         ])
+        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+        .arg(target)
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
