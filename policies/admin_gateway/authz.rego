@@ -8,16 +8,17 @@ import rego.v1
 default allow := false
 
 # A path is under a prefix when it is the prefix or continues it with a new segment
-# (`/admin/api/v1/servicesX` is not a services route).
-under(prefix) if input.request.path == prefix
-
-under(prefix) if startswith(input.request.path, concat("", [prefix, "/"]))
-
+# (`/admin/api/v1/servicesX` is not a services route). Spelled out rather than through a
+# helper function: every admin request is a decision, and this is half the cost.
 audit_route if endswith(input.request.path, "/audit")
 
-services_route if under("/admin/api/v1/services")
+services_route if input.request.path == "/admin/api/v1/services"
 
-content_route if under("/admin/api/v1/content")
+services_route if startswith(input.request.path, "/admin/api/v1/services/")
+
+content_route if input.request.path == "/admin/api/v1/content"
+
+content_route if startswith(input.request.path, "/admin/api/v1/content/")
 
 has_any(roles) if {
 	some role in input.user.roles

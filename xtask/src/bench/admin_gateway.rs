@@ -147,7 +147,7 @@ pub fn admin_gateway() -> anyhow::Result<()> {
         (admin.p50_ms() - public.p50_ms()) * 1000.0
     );
     println!(
-        "  in-process medians: {costs}   (a token's signature is checked once, then it is looked up by its SHA-256 until it expires)"
+        "  in-process medians: {costs}   (a token's signature is checked once, then it is looked up, whole, until it expires)"
     );
     Ok(())
 }
