@@ -131,15 +131,24 @@ async fn health_metrics_and_the_document_need_no_token_and_readiness_needs_keys(
         assert_eq!(res.status(), 200, "{path}");
         assert_admin_security_headers(res.headers(), path);
     }
-    let ready: serde_json::Value = stack
-        .http
-        .get(format!("{}/health/ready", stack.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // NATS connects in the background: ready once it has.
+    let ready: serde_json::Value = ic_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the audit sink connected",
+        || async {
+            let ready: serde_json::Value = stack
+                .http
+                .get(format!("{}/health/ready", stack.url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (ready["checks"]["audit"]["status"] == "up").then_some(ready)
+        },
+    )
+    .await;
     for check in ["jwks", "opa", "audit"] {
         assert_eq!(ready["checks"][check]["status"], "up", "{check}: {ready}");
     }
@@ -188,5 +197,122 @@ async fn health_metrics_and_the_document_need_no_token_and_readiness_needs_keys(
     let ready: serde_json::Value = res.json().await.unwrap();
     assert_eq!(ready["status"], "not_ready");
     assert_eq!(ready["checks"]["jwks"]["status"], "down", "{ready}");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_published_later_is_fetched_once_for_fifty_requests_and_a_dead_jwks_keeps_the_last_keys()
+ {
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(&upstream.url(), &[]).await;
+    let fetched = stack.jwks.fetches();
+    // A rotated key, published after the gateway started; 50 requests name it at once.
+    let rotated = ic_testkit::jwt::RsaIssuer::generate("dev-2");
+    stack.jwks.set_keys(vec![stack.issuer.jwk(), rotated.jwk()]);
+    let token = rotated.token(&ic_testkit::jwt::claims(
+        &stack.jwks.issuer(),
+        crate::common::AUDIENCE,
+        "ada",
+        &["admin"],
+        300,
+    ));
+    let requests =
+        (0..50).map(|_| stack.call(Method::GET, "/admin/api/v1/services", Some(&token), None));
+    for (res, _) in futures::future::join_all(requests).await {
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(
+        stack.jwks.fetches() - fetched,
+        1,
+        "one JWKS fetch for 50 requests"
+    );
+
+    // The JWKS server goes down: the keys already loaded keep working.
+    stack.jwks.set_down(true);
+    let stranger = ic_testkit::jwt::RsaIssuer::generate("dev-3");
+    let unknown = stranger.token(&ic_testkit::jwt::claims(
+        &stack.jwks.issuer(),
+        crate::common::AUDIENCE,
+        "eve",
+        &["admin"],
+        300,
+    ));
+    let (res, _) = stack
+        .call(Method::GET, "/admin/api/v1/services", Some(&unknown), None)
+        .await;
+    assert_eq!(res.status(), 401, "an unknown kid while the JWKS is down");
+    let fresh = stack.token("grace", &["admin"]);
+    let (res, _) = stack
+        .call(Method::GET, "/admin/api/v1/services", Some(&fresh), None)
+        .await;
+    assert_eq!(res.status(), 200, "the last good keys still verify");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_preflight_is_answered_before_authentication_with_credentials_allowed() {
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(
+        &upstream.url(),
+        &[("ADMIN_WEBSITE_ORIGINS", "https://admin.example.org")],
+    )
+    .await;
+    let res = stack
+        .http
+        .request(
+            Method::OPTIONS,
+            format!("{}/admin/api/v1/services", stack.url),
+        )
+        .header("origin", "https://admin.example.org")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "no token needed for a preflight");
+    let h = res.headers();
+    assert_eq!(
+        h["access-control-allow-origin"],
+        "https://admin.example.org"
+    );
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("DELETE")
+    );
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("Authorization")
+    );
+    assert_admin_security_headers(h, "preflight");
+    // Another origin gets no CORS headers; an actual request from ours carries them, 401 too.
+    let res = stack
+        .http
+        .get(format!("{}/admin/api/v1/services", stack.url))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    let res = stack
+        .http
+        .get(format!("{}/admin/api/v1/services", stack.url))
+        .header("origin", "https://admin.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://admin.example.org"
+    );
+    assert!(upstream.seen().is_empty());
     stack.stop().await;
 }

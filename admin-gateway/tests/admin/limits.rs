@@ -89,3 +89,44 @@ async fn a_flood_of_garbage_tokens_from_one_ip_is_stopped_before_signature_check
     assert!(upstream.seen().is_empty());
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_enforce_one_limit_per_user() {
+    let redis = ic_testkit::RedisServer::start();
+    let upstream = Recorder::start().await;
+    let redis_url = redis.url();
+    let limit = ("ADMIN_RATE_LIMIT_PER_MINUTE", "4");
+    let first = Stack::start(
+        &upstream.url(),
+        &[limit, ("RATE_LIMIT_REDIS_URL", &redis_url)],
+    )
+    .await;
+    // The second trusts the first's issuer (its JWKS) so one token works on both.
+    let (issuer, jwks_url) = (first.jwks.issuer(), first.jwks.jwks_url());
+    let second = Stack::start(
+        &upstream.url(),
+        &[
+            limit,
+            ("RATE_LIMIT_REDIS_URL", &redis_url),
+            ("AUTHENTIK_ISSUER_URL", &issuer),
+            ("AUTHENTIK_JWKS_URL", &jwks_url),
+        ],
+    )
+    .await;
+    let ada = first.token("ada", &["admin"]);
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let stack = if n % 2 == 0 { &first } else { &second };
+        let (res, _) = stack
+            .call(Method::GET, "/admin/api/v1/services", Some(&ada), None)
+            .await;
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 429, 429],
+        "one budget across both gateways"
+    );
+    first.stop().await;
+    second.stop().await;
+}
