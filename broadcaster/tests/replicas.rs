@@ -209,3 +209,33 @@ async fn an_invalid_subscription_fails_at_start_naming_the_entry_with_exit_code_
         "the secret is never printed: {stderr}"
     );
 }
+
+/// `broadcaster healthcheck` (the image's HEALTHCHECK) probes the broadcaster's own
+/// `/health`.
+#[tokio::test]
+async fn the_healthcheck_command_probes_the_broadcasters_own_health() {
+    let nats = NatsServer::start();
+    let receiver = Receiver::ok().await;
+    let running = common::start(
+        &nats.url(),
+        &subscription("a", &receiver.url("/hook"), ""),
+        &[],
+    )
+    .await;
+    let port = running.port;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    std::fs::write(&file, subscription("a", &receiver.url("/hook"), "")).unwrap();
+    let env: Vec<(&'static str, String)> = vec![
+        ("NATS_URL", nats.url()),
+        ("WEBHOOK_SUBSCRIPTIONS_FILE", file.display().to_string()),
+        ("BROADCASTER_ALLOW_PRIVATE_TARGETS", "true".to_owned()),
+    ];
+    let binary = env!("CARGO_BIN_EXE_broadcaster");
+    tokio::task::spawn_blocking(move || {
+        ic_testkit::assert_healthcheck(binary, "BROADCASTER_PORT", port, &env)
+    })
+    .await
+    .unwrap();
+    running.stop().await;
+}

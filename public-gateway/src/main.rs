@@ -18,6 +18,10 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return err.exit(SERVICE_NAME),
     };
+    // `<binary> healthcheck`: the container's HEALTHCHECK (the image has no curl).
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return ic_http::serve::healthcheck(config.host, config.port);
+    }
     let _telemetry = ic_telemetry::init(&config.telemetry());
     let app = match App::build(config).await {
         Ok(app) => app,

@@ -1321,6 +1321,22 @@ async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx:
     server.await.unwrap().unwrap();
 }
 
+/// `public-gateway healthcheck` (the image's HEALTHCHECK) probes the gateway's own
+/// `/health`.
+#[tokio::test]
+async fn the_healthcheck_command_probes_the_gateways_own_health() {
+    let upstream = Recorder::start().await;
+    let (port, token, server) = served(&upstream).await;
+    let binary = env!("CARGO_BIN_EXE_public-gateway");
+    tokio::task::spawn_blocking(move || {
+        ic_testkit::assert_healthcheck(binary, "PUBLIC_GATEWAY_PORT", port, &[])
+    })
+    .await
+    .unwrap();
+    token.cancel();
+    server.await.unwrap().unwrap();
+}
+
 #[test]
 fn a_malformed_variable_is_one_line_naming_it_and_exit_code_2() {
     for (name, value) in [

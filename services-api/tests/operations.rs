@@ -191,3 +191,24 @@ fn a_malformed_variable_is_one_line_naming_it_and_exit_code_2() {
         ic_testkit::assert_config_error(env!("CARGO_BIN_EXE_services-api"), name, value);
     }
 }
+
+/// `services-api healthcheck` (the image's HEALTHCHECK) probes the service's own `/health`.
+#[sqlx::test(migrations = false)]
+async fn the_healthcheck_command_probes_the_services_own_health(pool: PgPool) {
+    common::migrate(&pool).await;
+    let nats = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(common::nats_url())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = services_api::development_app(pool, nats);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let binary = env!("CARGO_BIN_EXE_services-api");
+    tokio::task::spawn_blocking(move || {
+        ic_testkit::assert_healthcheck(binary, "SERVICES_API_PORT", port, &[])
+    })
+    .await
+    .unwrap();
+}

@@ -316,3 +316,25 @@ async fn a_preflight_is_answered_before_authentication_with_credentials_allowed(
     assert!(upstream.seen().is_empty());
     stack.stop().await;
 }
+
+/// `admin-gateway healthcheck` (the image's HEALTHCHECK) probes the gateway's own `/health`.
+#[tokio::test]
+async fn the_healthcheck_command_probes_the_gateways_own_health() {
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(&upstream.url(), &[]).await;
+    let port: u16 = stack.url.rsplit(':').next().unwrap().parse().unwrap();
+    let env = [
+        ("AUTHENTIK_ISSUER_URL", stack.jwks.issuer()),
+        (
+            "AUTHENTIK_ADMIN_AUDIENCE",
+            crate::common::AUDIENCE.to_owned(),
+        ),
+    ];
+    let binary = env!("CARGO_BIN_EXE_admin-gateway");
+    tokio::task::spawn_blocking(move || {
+        ic_testkit::assert_healthcheck(binary, "ADMIN_GATEWAY_PORT", port, &env)
+    })
+    .await
+    .unwrap();
+    stack.stop().await;
+}

@@ -483,3 +483,40 @@ pub fn assert_config_error(binary: &str, name: &str, value: &str) {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
     assert!(stderr.contains(name), "{name}: {stderr}");
 }
+
+/// Runs `binary healthcheck` with `env` (and nothing else of this process's
+/// environment): its exit code and stderr.
+pub fn run_healthcheck(binary: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
+    let output = Command::new(binary)
+        .arg("healthcheck")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("the service binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `binary healthcheck` exits 0 against a service answering on `port` (set through
+/// `port_variable`, with `env` for the rest of its configuration) and 1, naming
+/// `/health`, against a port where nothing listens.
+pub fn assert_healthcheck(
+    binary: &str,
+    port_variable: &'static str,
+    port: u16,
+    env: &[(&'static str, String)],
+) {
+    let with_port = |port: u16| {
+        let mut vars = env.to_vec();
+        vars.push((port_variable, port.to_string()));
+        vars.push(("HOST", "127.0.0.1".to_owned()));
+        vars
+    };
+    let (code, stderr) = run_healthcheck(binary, &with_port(port));
+    assert_eq!(code, Some(0), "healthy: {stderr}");
+    let (code, stderr) = run_healthcheck(binary, &with_port(free_port()));
+    assert_eq!(code, Some(1), "nothing listens: {stderr}");
+    assert!(stderr.contains("/health"), "{stderr}");
+}
