@@ -1,9 +1,9 @@
 //! The audit stage: what the record of a request needs, gathered as the request goes
 //! through the pipeline ([`Draft`]), and a tap on the request body that keeps its first
 //! bytes for the record while the body streams to the upstream untouched ([`Tap`]). The
-//! record is built and queued after the answer's head is known; the body's JSON is parsed
-//! and redacted by the publisher's side, never on the request's path… except the copy
-//! itself, bounded by [`JSON_CAPTURE`] / [`UPLOAD_CAPTURE`].
+//! record is built (the captured JSON parsed and redacted) and queued once the answer's
+//! head is known; serialising and publishing it is the publisher's, in the background.
+//! The copy is bounded by [`JSON_CAPTURE`] / [`UPLOAD_CAPTURE`].
 
 use std::{
     net::IpAddr,

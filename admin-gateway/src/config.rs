@@ -45,7 +45,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `OPA_URL` / `ADMIN_POLICIES_DIR`.
     pub authorization: Authorization,
-    /// `NATS_URL` (default nats://127.0.0.1:4222): where audit records go (`IC_AUDIT`).
+    /// `NATS_URL` (default nats://127.0.0.1:4222 in development, required elsewhere):
+    /// where audit records go (`IC_AUDIT`).
     pub nats_url: String,
     /// `LOKI_URL` and its credentials: when set, this gateway also ships `IC_AUDIT` to
     /// Loki (as services-api and broadcaster do).
@@ -105,10 +106,12 @@ impl Config {
             rate_limit_per_minute: per_minute(&vars, "ADMIN_RATE_LIMIT_PER_MINUTE", 100)?,
             auth,
             authorization,
-            nats_url: vars
-                .raw("NATS_URL")
-                .unwrap_or("nats://127.0.0.1:4222")
-                .to_owned(),
+            nats_url: vars.required_outside_dev(
+                environment,
+                &["NATS_URL"],
+                "nats://host:port",
+                "nats://127.0.0.1:4222",
+            )?,
             loki: LokiConfig::from_env(&vars)?,
             max_upload_bytes,
             telemetry: vars.telemetry(crate::SERVICE_NAME, crate::VERSION, environment)?,
@@ -179,12 +182,25 @@ mod tests {
                 .to_string();
             assert!(err.contains(name), "{name}={value}: {err}");
         }
-        // Outside development the issuer must be https.
+        // Outside development NATS must be named and the issuer must be https.
+        let err = Config::from_env(env(&[
+            (
+                "AUTHENTIK_ISSUER_URL",
+                "https://auth.example.org/application/o/admin/",
+            ),
+            AUDIENCE,
+            ("ENVIRONMENT", "staging"),
+            ("APP_API_TOKEN", "t"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("NATS_URL"), "{err}");
         let err = Config::from_env(env(&[
             ISSUER,
             AUDIENCE,
             ("ENVIRONMENT", "staging"),
             ("APP_API_TOKEN", "t"),
+            ("NATS_URL", "nats://nats:4222"),
         ]))
         .unwrap_err()
         .to_string();

@@ -1,31 +1,23 @@
 //! The pipeline of `shared/spec/gateways.md` ("Pipeline, admin-gateway"): what it is made
 //! of ([`Gateway`]), readiness, and the stages, outermost first ([`AdminGateway`]).
 
-use std::{
-    convert::Infallible,
-    net::IpAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{
-    Router,
     extract::Request,
     response::{IntoResponse, Response},
-    routing::get,
 };
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, header};
 use ic_audit::RequestAuditor;
 use ic_authz::{Authorizer, Input};
 use ic_gateway::{
     bearer::{AuthError, Verifier},
-    client_ip::{Client, TrustedProxies, peer_ip},
+    client_ip::{Client, TrustedProxies},
     cors::{Cors, CorsPolicy},
     hygiene,
     identity::IdentityHeaders,
     jwks,
+    local::{self, LocalRoutes},
     path::normalize,
     proxy::{self, Proxy, ProxyConfig},
     rate_limit::{Decision, Limiter},
@@ -35,17 +27,14 @@ use ic_gateway::{
     serve::Pipeline,
 };
 use ic_health::{Check, Criticality, Health, HealthInfo};
-use ic_http::{
-    ApiError, ErrorCode, app_token::OPEN_PATHS, context::in_request_context, guard_panics,
-};
-use ic_telemetry::{HttpMetrics, RouteLabel, Tracked, metrics_handler};
+use ic_http::{ApiError, ErrorCode, context::in_request_context, guard_panics};
+use ic_telemetry::{HttpMetrics, Tracked};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
 use serde_json::json;
-use tower::ServiceExt;
 
 use crate::{
     MAX_BODY_BYTES, OPENAPI, OPENAPI_PATH, SERVICE_NAME, VERSION, audit::Draft, config::Config,
@@ -223,31 +212,17 @@ struct Stages {
     gateway: Gateway,
     security: SecurityHeaders,
     /// Health, readiness, metrics and the OpenAPI document: answered here, no token.
-    local: Router,
+    local: LocalRoutes,
 }
 
 /// The gateway's pipeline, ready to serve.
 pub fn app(gateway: Gateway) -> AdminGateway {
-    let local = Router::new()
-        .merge(gateway.health.clone().router())
-        .route(
-            "/metrics",
-            get(metrics_handler).with_state(gateway.metrics.clone()),
-        )
-        .route(
-            OPENAPI_PATH,
-            get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "application/json"),
-                        (header::CACHE_CONTROL, "public, max-age=300"),
-                    ],
-                    OPENAPI,
-                )
-            }),
-        )
-        .fallback(ic_http::fallback_not_found)
-        .method_not_allowed_fallback(ic_http::fallback_method_not_allowed);
+    let local = LocalRoutes::new(
+        gateway.health.clone(),
+        gateway.metrics.clone(),
+        OPENAPI_PATH,
+        OPENAPI,
+    );
     AdminGateway(Arc::new(Stages {
         gateway,
         security: SecurityHeaders::admin(),
@@ -274,9 +249,8 @@ impl Stages {
 
     /// A request the server would not read: the envelope with ids, metrics and the
     /// security headers (it never reached authentication: no audit record).
-    async fn refuse(&self, error: ApiError, peer: IpAddr) -> Response {
+    async fn refuse(&self, error: ApiError, _peer: IpAddr) -> Response {
         let gateway = &self.gateway;
-        let _ = peer;
         let mut response = in_request_context(SERVICE_NAME, Request::default(), |request| {
             guard_panics(async move {
                 let tracked = Tracked::start(&request);
@@ -299,21 +273,8 @@ impl Stages {
         let response = match gateway.cors.check(&request) {
             Cors::Preflight(response) => response,
             Cors::Actual(actual) => {
-                let path = request.uri().path();
-                let mut response = match OPEN_PATHS
-                    .iter()
-                    .chain([&OPENAPI_PATH])
-                    .find(|p| **p == path)
-                {
-                    Some(local) => {
-                        let answered = Box::pin(self.local.clone().oneshot(request));
-                        let mut response = match answered.await {
-                            Ok(response) => response,
-                            Err(never) => match never {},
-                        };
-                        response.extensions_mut().insert(RouteLabel(local));
-                        response
-                    }
+                let mut response = match self.local.route_of(request.uri().path()) {
+                    Some(route) => self.local.answer(request, route).await,
                     None => {
                         let client = gateway.trusted.client_of(peer, &request);
                         let admin = Box::pin(self.admin(request, client));
@@ -453,15 +414,9 @@ impl Stages {
             Err(refused) => return refused,
         };
         if request.method() == http::Method::OPTIONS {
-            let mut response = StatusCode::NO_CONTENT.into_response();
-            response.headers_mut().insert(
-                header::ALLOW,
-                gateway.route_check.table.allow_header_of(matched.template),
-            );
-            response
-                .extensions_mut()
-                .insert(RouteLabel(matched.template));
-            return response;
+            // A plain OPTIONS (a preflight was answered by CORS), as the document says.
+            let allow = gateway.route_check.table.allow_header_of(matched.template);
+            return local::options(matched.template, allow);
         }
         match IdentityHeaders::of(identity) {
             Ok(headers) => headers.write(request.headers_mut()),
@@ -492,25 +447,5 @@ impl Pipeline for AdminGateway {
 
     fn refuse(&self, error: ApiError, peer: IpAddr) -> impl Future<Output = Response> + Send {
         self.0.refuse(error, peer)
-    }
-}
-
-/// As a tower service (tests): the peer comes from axum's `ConnectInfo` /
-/// `MockConnectInfo`, loopback when absent.
-impl tower::Service<Request> for AdminGateway {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let stages = self.0.clone();
-        Box::pin(async move {
-            let peer = peer_ip(&request);
-            Ok(stages.handle(request, peer).await)
-        })
     }
 }

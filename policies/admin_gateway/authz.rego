@@ -9,7 +9,8 @@ default allow := false
 
 # A path is under a prefix when it is the prefix or continues it with a new segment
 # (`/admin/api/v1/servicesX` is not a services route). Spelled out rather than through a
-# helper function: every admin request is a decision, and this is half the cost.
+# helper function: every admin request is a decision, and this made one ~13 % cheaper
+# (`admin-gateway/examples/auth_costs.rs`).
 audit_route if endswith(input.request.path, "/audit")
 
 services_route if input.request.path == "/admin/api/v1/services"

@@ -11,12 +11,9 @@ use std::{
 };
 
 use axum::{
-    Router,
     extract::Request,
     response::{IntoResponse, Response},
-    routing::get,
 };
-use http::header;
 use ic_gateway::{
     bearer::Verifier,
     client_ip::{Client, TrustedProxies, peer_ip, rate_key},
@@ -24,6 +21,7 @@ use ic_gateway::{
     hygiene,
     identity::{Anonymous, IdentityProvider, SignedIn, attach_identity},
     jwks,
+    local::{self, LocalRoutes},
     proxy::{self, Proxy, ProxyConfig, Upstreams},
     rate_limit::{Decision, Limiter},
     route_check::RouteCheck,
@@ -31,10 +29,9 @@ use ic_gateway::{
     serve::Pipeline,
 };
 use ic_health::{Criticality, Health, HealthInfo};
-use ic_http::{ApiError, app_token::OPEN_PATHS, context::in_request_context, guard_panics};
-use ic_telemetry::{HttpMetrics, RouteLabel, Tracked, metrics_handler};
+use ic_http::{ApiError, context::in_request_context, guard_panics};
+use ic_telemetry::{HttpMetrics, Tracked};
 use serde_json::json;
-use tower::ServiceExt;
 
 use crate::config::Config;
 
@@ -156,32 +153,18 @@ pub struct PublicGateway(Arc<Stages>);
 struct Stages {
     gateway: Gateway,
     security: SecurityHeaders,
-    /// Health, readiness and metrics: answered here, never proxied.
-    local: Router,
+    /// Health, readiness, metrics and the OpenAPI document: answered here, never proxied.
+    local: LocalRoutes,
 }
 
 /// The gateway's pipeline, ready to serve.
 pub fn app(gateway: Gateway) -> PublicGateway {
-    let local = Router::new()
-        .merge(gateway.health.clone().router())
-        .route(
-            "/metrics",
-            get(metrics_handler).with_state(gateway.metrics.clone()),
-        )
-        .route(
-            OPENAPI_PATH,
-            get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "application/json"),
-                        (header::CACHE_CONTROL, "public, max-age=300"),
-                    ],
-                    OPENAPI,
-                )
-            }),
-        )
-        .fallback(ic_http::fallback_not_found)
-        .method_not_allowed_fallback(ic_http::fallback_method_not_allowed);
+    let local = LocalRoutes::new(
+        gateway.health.clone(),
+        gateway.metrics.clone(),
+        OPENAPI_PATH,
+        OPENAPI,
+    );
     PublicGateway(Arc::new(Stages {
         gateway,
         security: SecurityHeaders::public(),
@@ -271,21 +254,8 @@ impl Stages {
     /// Health, metrics and the OpenAPI document answered locally; everything else: route
     /// alias + route check → identity → proxy.
     async fn route(&self, request: Request, client: Client) -> Response {
-        let path = request.uri().path();
-        if let Some(local) = OPEN_PATHS
-            .iter()
-            .chain([&OPENAPI_PATH])
-            .find(|p| **p == path)
-        {
-            // Boxed, like the proxy call below: the router's future is large.
-            let answered = Box::pin(self.local.clone().oneshot(request));
-            let mut response = match answered.await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            // The local router runs inside the metrics stage: name the route for it.
-            response.extensions_mut().insert(RouteLabel(local));
-            return response;
+        if let Some(route) = self.local.route_of(request.uri().path()) {
+            return self.local.answer(request, route).await;
         }
         let gateway = &self.gateway;
         let (mut request, matched) = match gateway.route_check.check(request) {
@@ -293,16 +263,9 @@ impl Stages {
             Err(refused) => return refused,
         };
         if request.method() == http::Method::OPTIONS {
-            // A plain OPTIONS (a preflight was answered by CORS): the route's methods,
-            // answered here (RFC 9110 §9.3.7), as the OpenAPI document says.
-            let mut response = http::StatusCode::NO_CONTENT.into_response();
-            response
-                .headers_mut()
-                .insert(header::ALLOW, gateway.route_check.table.allow_header());
-            response
-                .extensions_mut()
-                .insert(RouteLabel(matched.template));
-            return response;
+            // A plain OPTIONS (a preflight was answered by CORS), as the document says.
+            let allow = gateway.route_check.table.allow_header_of(matched.template);
+            return local::options(matched.template, allow);
         }
         if let Err(refused) =
             attach_identity(gateway.identity.as_ref(), &mut request, client.ip).await

@@ -185,6 +185,19 @@ impl Stack {
         (request.send().await.unwrap(), correlation_id)
     }
 
+    /// GET `path` of the gateway (no token): the status and the JSON body (`null` when
+    /// it is not JSON).
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
     /// The gateway's `/metrics` value of the line starting with `line_start`.
     pub async fn metric(&self, line_start: &str) -> f64 {
         let text = self

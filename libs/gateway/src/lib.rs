@@ -14,6 +14,8 @@
 //!   engine's pooled HTTP/1.1 client ([`ic_h1::client`]).
 //! - [`route_check`]: normalisation, aliases, the allowlist and the body limit, before
 //!   any upstream call.
+//! - [`local`]: what a gateway answers itself (health, metrics, its OpenAPI document, a
+//!   plain OPTIONS).
 //! - [`settings`]: the configuration both gateways read alike.
 //! - [`serve`]: a [`serve::Pipeline`] served by the engine's HTTP/1.1 server
 //!   ([`ic_h1::server`]) with graceful shutdown; what the server refuses becomes the
@@ -31,6 +33,7 @@ pub mod cors;
 pub mod hygiene;
 pub mod identity;
 pub mod jwks;
+pub mod local;
 pub mod path;
 pub mod proxy;
 pub mod rate_limit;

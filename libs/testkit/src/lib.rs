@@ -520,3 +520,20 @@ pub fn assert_healthcheck(
     assert_eq!(code, Some(1), "nothing listens: {stderr}");
     assert!(stderr.contains("/health"), "{stderr}");
 }
+
+/// A loopback HTTP server answering 200 to anything and counting what reached it (in the
+/// current tokio runtime): for what must never be contacted. Its URL and the count.
+pub async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let hits: std::sync::Arc<std::sync::atomic::AtomicUsize> = std::sync::Arc::default();
+    let counted = hits.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let router = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { axum::http::StatusCode::OK }
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, hits)
+}

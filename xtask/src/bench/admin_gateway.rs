@@ -14,7 +14,9 @@ use ic_testkit::{
     jwt::{self, RsaIssuer, claims},
 };
 
-use super::gateway::{CLIENT_CPU, PROXY_CPU, Process, ROUNDS, Target, nginx, pinned, wait_port};
+use super::gateway::{
+    CLIENT_CPU, PROXY_CPU, Process, ROUNDS, Target, measure_in_rounds, nginx, pinned, wait_port,
+};
 use crate::{cargo, deps, run};
 
 const ISSUER: &str = "https://auth.example.org/application/o/admin/";
@@ -102,21 +104,7 @@ pub fn admin_gateway() -> anyhow::Result<()> {
             .with_path("/admin/api/v1/services")
             .with_header(&authorization),
     ];
-    for target in &targets {
-        wait_port(target.port)?;
-        target.warm()?;
-    }
-    for round in 1..=ROUNDS {
-        eprintln!("==> round {round} of {ROUNDS}");
-        for target in &mut targets {
-            target.measure()?;
-            eprintln!(
-                "    {}: {:.0} req/s",
-                target.name,
-                target.throughput.last().map_or(0.0, |f| f.rps)
-            );
-        }
-    }
+    measure_in_rounds(&mut targets)?;
     eprintln!("==> authentication and authorization in-process (examples/auth_costs.rs)");
     let costs = Command::new(release.join("examples").join("auth_costs"))
         .output()

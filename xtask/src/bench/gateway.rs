@@ -241,6 +241,27 @@ fn haproxy(dir: &Path, port: u16, upstream: u16) -> anyhow::Result<Process> {
     Ok(Process(child))
 }
 
+/// Waits for every target and warms it, then measures them in turns, [`ROUNDS`] rounds
+/// (a slow moment of the machine lands on every target, not on one).
+pub(super) fn measure_in_rounds(targets: &mut [Target]) -> anyhow::Result<()> {
+    for target in targets.iter() {
+        wait_port(target.port)?;
+        target.warm()?;
+    }
+    for round in 1..=ROUNDS {
+        eprintln!("==> round {round} of {ROUNDS}");
+        for target in targets.iter_mut() {
+            target.measure()?;
+            eprintln!(
+                "    {}: {:.0} req/s",
+                target.name,
+                target.throughput.last().map_or(0.0, |f| f.rps)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// One proxy under test and its figures of each round.
 pub(super) struct Target {
     pub(super) name: &'static str,
@@ -250,7 +271,7 @@ pub(super) struct Target {
     /// Headers every request carries.
     headers: Vec<String>,
     latency: Vec<Figures>,
-    pub(super) throughput: Vec<Figures>,
+    throughput: Vec<Figures>,
 }
 
 impl Target {
@@ -282,12 +303,12 @@ impl Target {
     }
 
     /// A short run before measuring (connections, caches, the allocator's pools).
-    pub(super) fn warm(&self) -> anyhow::Result<()> {
+    fn warm(&self) -> anyhow::Result<()> {
         wrk_on(Some(CLIENT_CPU), &self.url(), 2, 8, 1, &self.headers).map(drop)
     }
 
     /// One turn: latency with one connection, throughput with 64.
-    pub(super) fn measure(&mut self) -> anyhow::Result<()> {
+    fn measure(&mut self) -> anyhow::Result<()> {
         let url = self.url();
         self.latency.push(wrk_on(
             Some(CLIENT_CPU),
@@ -420,21 +441,7 @@ pub fn gateway() -> anyhow::Result<()> {
         Target::new("proxy floor", floor_port),
         Target::new("public-gateway", gateway_port),
     ];
-    for target in &targets {
-        wait_port(target.port)?;
-        target.warm()?;
-    }
-    for round in 1..=ROUNDS {
-        eprintln!("==> round {round} of {ROUNDS}");
-        for target in &mut targets {
-            target.measure()?;
-            eprintln!(
-                "    {}: {:.0} req/s",
-                target.name,
-                target.throughput.last().map_or(0.0, |f| f.rps)
-            );
-        }
-    }
+    measure_in_rounds(&mut targets)?;
     eprintln!("==> user-space instructions per request, under callgrind");
     let port = free_port();
     let mut cmd = callgrind(&dir.join("callgrind.nginx"), &find_binary("nginx"));

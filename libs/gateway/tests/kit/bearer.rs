@@ -4,14 +4,10 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use axum::{Router, http::StatusCode};
 use ic_gateway::{
     bearer::{AuthError, Verifier, VerifierConfig},
     jwks::{KeySource, KeyStore, readiness_checks},
@@ -24,20 +20,6 @@ use serde_json::json;
 const AUDIENCE: &str = "ic-admin";
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const SKEW: i64 = 60;
-
-/// A server that must never be contacted: it counts what reaches it.
-async fn evil_server() -> (String, Arc<AtomicUsize>) {
-    let hits: Arc<AtomicUsize> = Arc::default();
-    let counted = hits.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = Router::new().fallback(move || {
-        counted.fetch_add(1, Ordering::SeqCst);
-        async { StatusCode::OK }
-    });
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (url, hits)
-}
 
 async fn verifier_for(
     source: KeySource,
@@ -73,7 +55,7 @@ async fn every_attack_of_the_battery_is_refused_and_no_named_url_is_fetched() {
     let known = RsaIssuer::generate("k1");
     let jwks = Jwks::start(vec![known.jwk()]).await;
     let verifier = verifier_for(KeySource::Url(jwks.jwks_url()), &jwks.issuer(), |_| {}).await;
-    let (evil, evil_hits) = evil_server().await;
+    let (evil, evil_hits) = ic_testkit::counting_server().await;
     let battery = attack_battery(&known, &jwks.issuer(), AUDIENCE, SKEW, &evil);
     assert!(battery.len() >= 25, "{} cases", battery.len());
     for (name, token) in &battery {
