@@ -648,9 +648,9 @@ async fn served(
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
     ic_telemetry::install_crypto_provider();
-    let port = ic_testkit::free_port();
     let mut vars = to_upstream(upstream);
-    vars.push(("PUBLIC_GATEWAY_PORT", port.to_string()));
+    // Any free port, asked of the app once bound.
+    vars.push(("PUBLIC_GATEWAY_PORT", "0".to_owned()));
     let env: Env = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -658,7 +658,7 @@ async fn served(
     let app = public_gateway::App::build(Config::from_env(env).unwrap())
         .await
         .unwrap();
-    let token = app.shutdown_token();
+    let (port, token) = (app.port(), app.shutdown_token());
     (port, token, tokio::spawn(app.run_until_stopped()))
 }
 
@@ -1268,10 +1268,9 @@ async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx:
     let python = std::env::var("IC_TEST_PYTHON").expect("IC_TEST_PYTHON from cargo xtask test");
     let backend = common::services_api_with(&pool, "Contract check", "contract-check").await;
     ic_telemetry::install_crypto_provider();
-    let port = ic_testkit::free_port();
     let env: Env = [
         ("SERVICES_API_URL", format!("http://{backend}")),
-        ("PUBLIC_GATEWAY_PORT", port.to_string()),
+        ("PUBLIC_GATEWAY_PORT", "0".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -1279,7 +1278,7 @@ async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx:
     let app = public_gateway::App::build(Config::from_env(env).unwrap())
         .await
         .unwrap();
-    let token = app.shutdown_token();
+    let (port, token) = (app.port(), app.shutdown_token());
     let server = tokio::spawn(app.run_until_stopped());
     let reports = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new(&python)

@@ -225,7 +225,15 @@ pub async fn start(nats_url: &str, subscriptions: &str, extra: &[(&str, &str)]) 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("subscriptions.yaml");
     std::fs::write(&file, subscriptions).unwrap();
-    let config = Config::from_env(env(nats_url, &file, extra).into_iter().collect()).unwrap();
+    let mut vars = env(nats_url, &file, extra);
+    // In this process the ports are asked of the app: any free one (a port picked
+    // beforehand could be taken by another test before it is bound).
+    for port in ["BROADCASTER_PORT", "BROADCASTER_METRICS_PORT"] {
+        if !extra.iter().any(|(name, _)| *name == port) {
+            vars.insert(port.to_owned(), "0".to_owned());
+        }
+    }
+    let config = Config::from_env(vars.into_iter().collect()).unwrap();
     let app = App::build(config).await.unwrap();
     let (port, metrics_port, token) = (app.port(), app.metrics_port(), app.shutdown_token());
     let handle = tokio::spawn(app.run_until_stopped());
