@@ -135,6 +135,11 @@ impl Fanout {
     }
 
     async fn fan_out(&self, message: jetstream::Message) {
+        if !ic_events::streams::is_event_subject(&message.subject) {
+            // A work item sharing the stream (content-api's processing jobs).
+            let _ = message.ack().await;
+            return;
+        }
         let head = serde_json::from_slice::<EventHead>(&message.payload)
             .ok()
             .filter(|head| valid_id(&head.id));

@@ -55,7 +55,10 @@ pub fn snapshot_of(schema: &str) -> Option<&'static str> {
         .map(|(_, text)| *text)
 }
 
-static SNAPSHOTS: &[(&str, &str)] = &[("services", include_str!("../services/schema.snapshot"))];
+static SNAPSHOTS: &[(&str, &str)] = &[
+    ("content", include_str!("../content/schema.snapshot")),
+    ("services", include_str!("../services/schema.snapshot")),
+];
 
 /// Key of the advisory lock that serialises runners.
 pub const ADVISORY_LOCK_KEY: i64 = 0x1c_6d16_7261_7465;

@@ -1,7 +1,6 @@
 //! The service's error type and its rendering as the shared envelope.
 
 use axum::response::{IntoResponse, Response};
-use ic_audit::AuditHistoryError;
 use ic_http::{ApiError, ErrorCode};
 use serde_json::json;
 
@@ -44,9 +43,6 @@ pub enum Error {
     /// A shared-plumbing error (paging, extractors) passed through as is.
     #[error("{0}")]
     Api(ApiError),
-    /// The audit history store failed (503).
-    #[error("audit history unavailable")]
-    AuditHistory(#[source] AuditHistoryError),
 }
 
 impl Error {
@@ -152,12 +148,6 @@ impl From<ApiError> for Error {
     }
 }
 
-impl From<AuditHistoryError> for Error {
-    fn from(err: AuditHistoryError) -> Self {
-        Self::AuditHistory(err)
-    }
-}
-
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         match err {
@@ -172,11 +162,6 @@ impl From<Error> for ApiError {
             }
             Error::Unavailable(source) => ApiError::unavailable(source),
             Error::Database(source) => ApiError::internal(source),
-            Error::AuditHistory(AuditHistoryError::Rejected(reason)) => ApiError::validation(
-                "start",
-                format!("the audit store refused this time range: {reason}"),
-            ),
-            Error::AuditHistory(source) => ApiError::unavailable(source),
             Error::Api(api) => api,
         }
     }

@@ -5,13 +5,14 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// (binary, Debian package) pairs the test suite needs.
-pub const TEST_PACKAGES: [(&str, &str); 6] = [
+pub const TEST_PACKAGES: [(&str, &str); 7] = [
     ("initdb", "postgresql"),
     ("pg_dump", "postgresql-client"),
     ("nats-server", "nats-server"),
     ("redis-server", "redis-server"),
     ("chromium", "chromium"),
     ("promtool", "prometheus"),
+    ("clamd", "clamav-daemon"),
 ];
 
 /// (binary, Debian package) pairs `up` needs.
@@ -150,8 +151,9 @@ pub fn python_venv(
 }
 
 /// npm packages (name, version) the test suite runs: a real OpenID provider issues the
-/// tokens admin-gateway discovers and verifies.
-pub const TEST_NPM_PACKAGES: [(&str, &str); 1] = [("oidc-provider", "9.13")];
+/// tokens admin-gateway discovers and verifies; Azurite is the Azure Blob Storage
+/// content-api stores into (3.35: later versions need Node 22).
+pub const TEST_NPM_PACKAGES: [(&str, &str); 2] = [("oidc-provider", "9.13"), ("azurite", "3.35.0")];
 
 /// A directory with `packages` installed by npm (`<dir>/node_modules/<name>`), installed
 /// on first use with the machine's Node.js and npm (Debian's `nodejs` and `npm` when

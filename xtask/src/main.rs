@@ -136,13 +136,18 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         &deps::TEST_PYTHON_PACKAGES,
     )?;
     let node = deps::npm_packages(&target_dir().join("ic-test-node"), &deps::TEST_NPM_PACKAGES)?;
-    eprintln!("==> starting PostgreSQL and nats-server on free ports");
+    eprintln!("==> starting PostgreSQL, nats-server, clamd and Azurite on free ports");
     let postgres = ic_testkit::PostgresServer::start();
     let nats = ic_testkit::NatsServer::start();
+    let clamd = ic_testkit::storage::ClamdServer::start();
+    let azurite =
+        ic_testkit::storage::AzuriteServer::start(&ic_testkit::storage::azurite_bin(&node));
     eprintln!(
-        "    postgres {}  nats {}",
+        "    postgres {}  nats {}  clamd {}  azurite {}",
         postgres.url("postgres"),
-        nats.url()
+        nats.url(),
+        clamd.address(),
+        azurite.endpoint()
     );
 
     let nextest = cargo()
@@ -166,6 +171,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .env("DATABASE_URL", postgres.url("postgres"))
         .env("NATS_URL", nats.url())
         .env("IC_TEST_PYTHON", &python)
+        .env("IC_TEST_CLAMD_ADDRESS", clamd.address())
+        .env("IC_TEST_AZURITE_ENDPOINT", azurite.endpoint())
         .env(
             "IC_TEST_OIDC_PROVIDER",
             node.join("node_modules/oidc-provider/lib/index.js"),

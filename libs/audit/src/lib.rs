@@ -10,9 +10,12 @@ mod record;
 mod recorder;
 mod request;
 
-pub use history::{AuditHistoryError, HistoryPage, HistoryQuery, history_from_jetstream};
+pub use history::{
+    AuditHistoryError, AuditQuery, HistoryPage, HistoryQuery, audit_endpoint,
+    history_from_jetstream,
+};
 pub use record::{AuditRecord, DataSnapshot, OperationType, audit_subject, loki_job};
-pub use recorder::{Change, ChangeRecorder};
+pub use recorder::{Change, ChangeRecorder, context_headers};
 pub use request::{
     AuditorConfig, REDACTED, RequestAuditor, RequestRecord, is_sensitive, redact, redact_query,
 };

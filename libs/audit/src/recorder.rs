@@ -25,6 +25,22 @@ pub struct Change {
     pub after: Option<Value>,
 }
 
+/// The NATS headers that carry a request's context into the messages it causes: its
+/// trace context and correlation id.
+pub fn context_headers(ctx: &RequestContext) -> BTreeMap<String, String> {
+    let mut headers: BTreeMap<String, String> = ctx
+        .trace
+        .header_pairs()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    headers.insert(
+        ic_http::headers::X_CORRELATION_ID.to_owned(),
+        ctx.correlation_id.to_string(),
+    );
+    headers
+}
+
 /// Writes, for each change, its CloudEvent and its audit record into the outbox, in the
 /// caller's transaction.
 #[derive(Debug, Clone)]
@@ -65,16 +81,7 @@ impl ChangeRecorder {
         change: Change,
     ) -> Result<(), sqlx::Error> {
         let traceparent = ctx.trace.traceparent();
-        let mut headers: BTreeMap<String, String> = ctx
-            .trace
-            .header_pairs()
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
-            .collect();
-        headers.insert(
-            ic_http::headers::X_CORRELATION_ID.to_owned(),
-            ctx.correlation_id.to_string(),
-        );
+        let headers = context_headers(ctx);
 
         let data = change
             .after

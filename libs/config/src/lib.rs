@@ -137,6 +137,19 @@ impl Env {
         names.iter().find_map(|n| self.raw(n))
     }
 
+    /// Every set, non-blank variable whose name starts with `prefix`, sorted by name
+    /// (settings a library passes through as a family, such as `AZURE_STORAGE_*`).
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .vars
+            .keys()
+            .filter(|name| name.starts_with(prefix))
+            .filter_map(|name| self.raw(name).map(|value| (name.as_str(), value)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// A parsed optional value.
     pub fn parse<T: FromStr>(&self, name: &str, expected: &str) -> Result<Option<T>, ConfigError> {
         self.raw(name)

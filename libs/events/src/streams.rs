@@ -22,6 +22,17 @@ pub const DEAD_LETTERS_SUBJECTS: &str = "dead.>";
 
 /// Subjects of [`IC_EVENTS`].
 pub const EVENTS_SUBJECTS: &str = "ic.>";
+
+/// content-api's processing jobs (`shared/spec/content-api.md`, "Upload pipeline"): a
+/// work subject inside [`IC_EVENTS`], consumed by one durable consumer shared by every
+/// content-api replica. Not an event: consumers of events skip it.
+pub const CONTENT_PROCESS_SUBJECT: &str = "ic.content.process";
+
+/// Whether a subject of [`IC_EVENTS`] is a domain event (`ic.<domain>.<entity>.<action>`)
+/// rather than a work item such as [`CONTENT_PROCESS_SUBJECT`].
+pub fn is_event_subject(subject: &str) -> bool {
+    subject.starts_with("ic.") && subject.split('.').count() == 4
+}
 /// Subjects of [`IC_AUDIT`].
 pub const AUDIT_SUBJECTS: &str = "audit.>";
 /// Subjects of [`IC_AUDIT_DLQ`].

@@ -9,6 +9,7 @@
 //! - [`etag`]: strong ETags, `Cache-Control` and `If-None-Match` → 304 for public GETs.
 //! - [`paging`]: page/limit validation and the pagination object.
 //! - [`serve`]: graceful serving on SIGTERM / Ctrl-C.
+//! - [`validate`]: free-text checks (length, control characters).
 
 pub mod app_token;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod headers;
 pub mod paging;
 mod secret;
 pub mod serve;
+pub mod validate;
 
 pub use context::{Identity, RequestContext};
 pub use error::{

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod fake_loki;
 pub mod jwt;
 pub mod process;
+pub mod storage;
 
 use std::{
     future::Future,

@@ -5,9 +5,7 @@ use crate::error::Error;
 /// Longest accepted URL.
 pub const MAX_URL_LEN: usize = 2048;
 
-/// Trims `value` and checks its length in characters is within `min..=max` and that it
-/// has no control characters (newlines and tabs allowed when `multiline`). Postgres
-/// refuses NUL bytes, so they must never get that far.
+/// Trims `value` and bounds it (`ic_http::validate::text`), as this crate's error.
 pub fn text(
     field: &'static str,
     value: &str,
@@ -15,30 +13,8 @@ pub fn text(
     max: usize,
     multiline: bool,
 ) -> Result<String, Error> {
-    let value = value.trim();
-    let len = value.chars().count();
-    if len < min {
-        return Err(Error::validation(
-            field,
-            format!("{field} must not be empty"),
-        ));
-    }
-    if len > max {
-        return Err(Error::validation(
-            field,
-            format!("{field} must be at most {max} characters"),
-        ));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')))
-    {
-        return Err(Error::validation(
-            field,
-            format!("{field} must not contain control characters"),
-        ));
-    }
-    Ok(value.to_owned())
+    ic_http::validate::text(field, value, min, max, multiline)
+        .map_err(|err| Error::validation(field, err.message().to_owned()))
 }
 
 /// An absolute `https` URL with a host, at most 2048 characters.
@@ -93,16 +69,5 @@ mod tests {
             assert!(https_url("u", bad).is_err(), "{bad}");
         }
         assert!(https_url("u", &format!("https://e.org/{}", "a".repeat(2100))).is_err());
-    }
-
-    #[test]
-    fn text_is_trimmed_bounded_and_free_of_control_characters() {
-        assert_eq!(text("t", "  Hi ", 1, 5, false).unwrap(), "Hi");
-        assert!(text("t", "   ", 1, 5, false).is_err());
-        assert!(text("t", "abcdef", 1, 5, false).is_err());
-        assert!(text("t", "a\u{0}b", 1, 5, false).is_err());
-        assert!(text("t", "a\nb", 1, 5, false).is_err());
-        assert!(text("t", "a\nb", 1, 5, true).is_ok());
-        assert_eq!(text("t", "ééééé", 1, 5, false).unwrap(), "ééééé");
     }
 }

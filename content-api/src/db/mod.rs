@@ -1,0 +1,4 @@
+//! Queries. Reads take any executor; writes take the caller's transaction.
+
+pub mod content;
+pub mod scans;

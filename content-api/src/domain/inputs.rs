@@ -1,0 +1,190 @@
+//! What clients send: the upload's metadata fields and the metadata update body.
+
+use ic_http::{ApiError, validate::text};
+use serde::Deserialize;
+
+use super::{AccessLevel, Category};
+
+/// Most tags on one file.
+pub const MAX_TAGS: usize = 50;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 50;
+/// Longest alt text, in characters.
+pub const MAX_ALT_TEXT_CHARS: usize = 500;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 5000;
+
+/// The validated metadata of an upload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// Alternative text (images).
+    pub alt_text: Option<String>,
+    /// Free description.
+    pub description: Option<String>,
+    /// Tags, trimmed, without duplicates.
+    pub tags: Option<Vec<String>>,
+    /// Who may read it.
+    pub access_level: Option<AccessLevel>,
+    /// Its category (uploads only; derived from the type when absent).
+    pub content_category: Option<Category>,
+}
+
+/// `alt_text` (0..=500 characters, one line; empty clears it).
+pub fn alt_text(value: &str) -> Result<Option<String>, ApiError> {
+    optional_text("alt_text", value, MAX_ALT_TEXT_CHARS, false)
+}
+
+/// `description` (0..=5000 characters, several lines; empty clears it).
+pub fn description(value: &str) -> Result<Option<String>, ApiError> {
+    optional_text("description", value, MAX_DESCRIPTION_CHARS, true)
+}
+
+fn optional_text(
+    field: &str,
+    value: &str,
+    max: usize,
+    multiline: bool,
+) -> Result<Option<String>, ApiError> {
+    let value = text(field, value, 0, max, multiline)?;
+    Ok((!value.is_empty()).then_some(value))
+}
+
+/// `tags` as a multipart field: a JSON array of strings, or a comma list.
+pub fn tags_field(value: &str) -> Result<Vec<String>, ApiError> {
+    let trimmed = value.trim();
+    let raw: Vec<String> = if trimmed.starts_with('[') {
+        serde_json::from_str(trimmed).map_err(|_| {
+            ApiError::validation(
+                "tags",
+                "tags must be a JSON array of strings or a comma list",
+            )
+        })?
+    } else {
+        trimmed.split(',').map(str::to_owned).collect()
+    };
+    tags(&raw)
+}
+
+/// Tags: each 1..=50 characters without control characters or commas, at most 50,
+/// duplicates dropped (first spelling kept), blanks of a comma list ignored.
+pub fn tags(raw: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for tag in raw {
+        let tag = text("tags", tag, 0, MAX_TAG_CHARS, false)?;
+        if tag.is_empty() {
+            continue;
+        }
+        if tag.contains(',') {
+            return Err(ApiError::validation(
+                "tags",
+                "a tag must not contain a comma",
+            ));
+        }
+        if !out.iter().any(|t| t.eq_ignore_ascii_case(&tag)) {
+            out.push(tag);
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(ApiError::validation(
+            "tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    Ok(out)
+}
+
+/// An enum-valued multipart field (`access_level`, `content_category`).
+pub fn enum_field<T: serde::de::DeserializeOwned>(
+    field: &str,
+    value: &str,
+    expected: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_value(serde_json::Value::String(value.trim().to_owned()))
+        .map_err(|_| ApiError::validation(field, format!("{field} must be one of {expected}")))
+}
+
+/// `PUT /admin/api/v1/content/{id}`: metadata only; absent fields are left as they are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateContent {
+    alt_text: Option<String>,
+    description: Option<String>,
+    tags: Option<Vec<String>>,
+    access_level: Option<AccessLevel>,
+}
+
+/// A validated metadata update: `None` leaves a field as it is; `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Patch {
+    /// New alt text.
+    pub alt_text: Option<Option<String>>,
+    /// New description.
+    pub description: Option<Option<String>>,
+    /// New tags (an empty list clears them).
+    pub tags: Option<Vec<String>>,
+    /// New access level.
+    pub access_level: Option<AccessLevel>,
+}
+
+impl UpdateContent {
+    /// Validates the update; an update that changes nothing is refused.
+    pub fn validate(self) -> Result<Patch, ApiError> {
+        if self.alt_text.is_none()
+            && self.description.is_none()
+            && self.tags.is_none()
+            && self.access_level.is_none()
+        {
+            return Err(ApiError::validation(
+                "body",
+                "give at least one of alt_text, description, tags, access_level",
+            ));
+        }
+        Ok(Patch {
+            alt_text: self.alt_text.as_deref().map(alt_text).transpose()?,
+            description: self.description.as_deref().map(description).transpose()?,
+            tags: self.tags.as_deref().map(tags).transpose()?,
+            access_level: self.access_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_come_as_a_json_array_or_a_comma_list() {
+        assert_eq!(tags_field(r#"["a", "b"]"#).unwrap(), ["a", "b"]);
+        assert_eq!(tags_field(" a, b ,,A ").unwrap(), ["a", "b"]);
+        assert!(tags_field("[1, 2]").is_err());
+        assert!(tags_field(&"x,".repeat(60)).is_ok());
+        let many: Vec<String> = (0..51).map(|i| i.to_string()).collect();
+        assert!(tags_field(&many.join(",")).is_err());
+        assert!(tags_field(&"y".repeat(51)).is_err());
+        assert!(tags_field("bad\u{7}tag").is_err());
+    }
+
+    #[test]
+    fn updates_name_their_bad_field() {
+        let bad: UpdateContent = serde_json::from_str(r#"{"alt_text": "a\u0000b"}"#).unwrap();
+        assert_eq!(
+            bad.validate().unwrap_err().envelope()["error"]["details"]["field"],
+            "alt_text"
+        );
+        assert!(serde_json::from_str::<UpdateContent>(r#"{"storage_path": "x"}"#).is_err());
+        let empty: UpdateContent = serde_json::from_str("{}").unwrap();
+        assert!(empty.validate().is_err());
+        let clear: UpdateContent = serde_json::from_str(r#"{"description": ""}"#).unwrap();
+        assert_eq!(clear.validate().unwrap().description, Some(None));
+    }
+
+    #[test]
+    fn enum_fields_refuse_unknown_values() {
+        assert_eq!(
+            enum_field::<AccessLevel>("access_level", " public ", "public, internal, restricted")
+                .unwrap(),
+            AccessLevel::Public
+        );
+        assert!(enum_field::<AccessLevel>("access_level", "secret", "…").is_err());
+    }
+}

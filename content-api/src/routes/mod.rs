@@ -1,0 +1,5 @@
+//! One module per resource, each with `router()`.
+
+pub mod admin;
+pub mod public;
+pub mod upload;

@@ -1,0 +1,386 @@
+//! Public reads (through public-gateway): the list of public files, one file's metadata,
+//! and its bytes (`shared/spec/content-api.md`, "Public endpoints").
+//!
+//! Visibility: a file is seen when it is `available` and not deleted, and either public,
+//! or internal with an identified caller (`X-User-ID`). Anything else, restricted files
+//! included, is 404: the answer does not tell whether an id exists.
+
+use std::ops::RangeInclusive;
+
+use axum::{
+    Router,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use ic_http::{
+    RequestContext,
+    etag::if_none_match,
+    extract::{Json, Path, Query},
+    paging::{Page, Pagination},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    db::{
+        self,
+        content::{ContentRecord, PublicFilter},
+    },
+    domain::{
+        AccessLevel, Category, UploadStatus,
+        filename::content_disposition,
+        range::{self, Ranges},
+    },
+    error::Error,
+    storage::StorageError,
+};
+
+const MAX_LIMIT: u32 = 100;
+/// Public files never change (the path names their hash): cached for a year.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Internal files: the browser may keep them, shared caches may not.
+pub const PRIVATE: &str = "private, max-age=3600";
+
+/// The public routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/content", get(list_content))
+        .route("/api/v1/content/{id}", get(get_content))
+        .route("/api/v1/content/{id}/download", get(download_content))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    category: Option<Category>,
+    mime_type: Option<String>,
+    tags: Option<String>,
+}
+
+/// A file as the public sees it.
+#[derive(Debug, Serialize)]
+pub struct PublicContent {
+    pub content_id: Uuid,
+    pub original_filename: String,
+    pub file_size: i64,
+    pub mime_type: String,
+    pub content_hash: String,
+    pub content_category: String,
+    pub access_level: String,
+    pub alt_text: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub created_on: chrono::DateTime<chrono::Utc>,
+    pub download_url: String,
+    pub preview_url: Option<String>,
+}
+
+impl From<ContentRecord> for PublicContent {
+    fn from(r: ContentRecord) -> Self {
+        let preview_url = r
+            .mime_type
+            .starts_with("image/")
+            .then(|| format!("/api/v1/content/{}/preview", r.content_id));
+        Self {
+            download_url: format!("/api/v1/content/{}/download", r.content_id),
+            preview_url,
+            content_id: r.content_id,
+            original_filename: r.original_filename,
+            file_size: r.file_size,
+            mime_type: r.mime_type,
+            content_hash: r.content_hash,
+            content_category: r.content_category,
+            access_level: r.access_level,
+            alt_text: r.alt_text,
+            description: r.description,
+            tags: r.tags,
+            created_on: r.created_on,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ContentPage {
+    content: Vec<PublicContent>,
+    pagination: Pagination,
+}
+
+async fn list_content(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ContentPage>, Error> {
+    let page = Page::new(q.page, q.limit, MAX_LIMIT)?;
+    let mime_type = q
+        .mime_type
+        .map(|m| ic_http::validate::text("mime_type", &m.to_ascii_lowercase(), 3, 255, false))
+        .transpose()?;
+    let tags = match q.tags.as_deref() {
+        Some(tags) => crate::domain::inputs::tags_field(tags)?,
+        None => Vec::new(),
+    };
+    let filter = PublicFilter {
+        category: q.category.map(Category::as_str),
+        mime_type,
+        tags,
+    };
+    let (rows, total) =
+        db::content::list_public(&state.pool, &filter, page.sql_limit(), page.offset()).await?;
+    Ok(Json(ContentPage {
+        content: rows.into_iter().map(PublicContent::from).collect(),
+        pagination: page.pagination(total),
+    }))
+}
+
+/// The file if `ctx`'s caller may see it.
+async fn visible(state: &AppState, ctx: &RequestContext, id: Uuid) -> Result<ContentRecord, Error> {
+    let record = db::content::get(&state.pool, id)
+        .await?
+        .ok_or(Error::NotFound("content"))?;
+    let readable = match record.access() {
+        AccessLevel::Public => true,
+        AccessLevel::Internal => ctx.identity.is_some(),
+        AccessLevel::Restricted => false,
+    };
+    if record.is_deleted || record.status() != UploadStatus::Available || !readable {
+        return Err(Error::NotFound("content"));
+    }
+    Ok(record)
+}
+
+async fn get_content(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<Uuid>,
+) -> Result<Json<PublicContent>, Error> {
+    Ok(Json(visible(&state, &ctx, id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+struct DownloadQuery {
+    inline: Option<bool>,
+}
+
+/// Types a browser may show inline; everything else (SVG and text included) is an
+/// attachment whatever is asked.
+fn may_be_inline(mime: &str) -> bool {
+    (mime.starts_with("image/") && mime != "image/svg+xml")
+        || mime.starts_with("video/")
+        || mime.starts_with("audio/")
+        || mime == "application/pdf"
+}
+
+async fn download_content(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    Query(q): Query<DownloadQuery>,
+) -> Result<Response, Error> {
+    let record = visible(&state, &ctx, id).await?;
+    let etag = format!("\"{}\"", record.content_hash);
+    let size = u64::try_from(record.file_size).unwrap_or(0);
+    let mut response_headers = HeaderMap::new();
+    let set = |map: &mut HeaderMap, name: header::HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            map.insert(name, value);
+        }
+    };
+    set(&mut response_headers, header::ETAG, &etag);
+    set(
+        &mut response_headers,
+        header::CACHE_CONTROL,
+        if record.access() == AccessLevel::Public {
+            IMMUTABLE
+        } else {
+            PRIVATE
+        },
+    );
+    set(&mut response_headers, header::ACCEPT_RANGES, "bytes");
+    set(
+        &mut response_headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox",
+    );
+    set(
+        &mut response_headers,
+        header::X_CONTENT_TYPE_OPTIONS,
+        "nosniff",
+    );
+    set(
+        &mut response_headers,
+        header::HeaderName::from_static("x-content-hash"),
+        &record.content_hash,
+    );
+    if if_none_match(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    let inline = q.inline.unwrap_or(false) && may_be_inline(&record.mime_type);
+    set(
+        &mut response_headers,
+        header::CONTENT_DISPOSITION,
+        &content_disposition(inline, &record.original_filename),
+    );
+    // `If-Range` with another validator: the ranges were for other bytes; send all.
+    let range_header = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| {
+            headers
+                .get(header::IF_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|v| v == etag)
+        });
+    let head = method == Method::HEAD;
+    match range::evaluate(range_header, size) {
+        Ranges::Full => {
+            set(
+                &mut response_headers,
+                header::CONTENT_TYPE,
+                &record.mime_type,
+            );
+            set(
+                &mut response_headers,
+                header::CONTENT_LENGTH,
+                &size.to_string(),
+            );
+            let body = if head {
+                Body::empty()
+            } else {
+                body_of(&state, &record.storage_path, None).await?
+            };
+            Ok((StatusCode::OK, response_headers, body).into_response())
+        }
+        Ranges::Unsatisfiable => {
+            set(
+                &mut response_headers,
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
+            let mut response = ic_http::ApiError::new(
+                ic_http::ErrorCode::ValidationError,
+                "the requested range is not satisfiable",
+            )
+            .with_details(serde_json::json!({ "field": "range", "size": size }))
+            .into_response();
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            response.headers_mut().extend(response_headers);
+            Ok(response)
+        }
+        Ranges::Partial(ranges) if ranges.len() == 1 => {
+            let range = ranges[0].clone();
+            set(
+                &mut response_headers,
+                header::CONTENT_TYPE,
+                &record.mime_type,
+            );
+            set(
+                &mut response_headers,
+                header::CONTENT_RANGE,
+                &format!("bytes {}-{}/{size}", range.start(), range.end()),
+            );
+            set(
+                &mut response_headers,
+                header::CONTENT_LENGTH,
+                &(range.end() - range.start() + 1).to_string(),
+            );
+            let body = if head {
+                Body::empty()
+            } else {
+                body_of(&state, &record.storage_path, Some(range)).await?
+            };
+            Ok((StatusCode::PARTIAL_CONTENT, response_headers, body).into_response())
+        }
+        Ranges::Partial(ranges) => {
+            let boundary = Uuid::new_v4().simple().to_string();
+            let parts: Vec<(Bytes, RangeInclusive<u64>)> = ranges
+                .into_iter()
+                .map(|r| {
+                    let head = format!(
+                        "\r\n--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {}-{}/{size}\r\n\r\n",
+                        record.mime_type,
+                        r.start(),
+                        r.end()
+                    );
+                    (Bytes::from(head), r)
+                })
+                .collect();
+            let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+            let length: u64 = parts
+                .iter()
+                .map(|(head, r)| head.len() as u64 + r.end() - r.start() + 1)
+                .sum::<u64>()
+                + tail.len() as u64;
+            set(
+                &mut response_headers,
+                header::CONTENT_TYPE,
+                &format!("multipart/byteranges; boundary={boundary}"),
+            );
+            set(
+                &mut response_headers,
+                header::CONTENT_LENGTH,
+                &length.to_string(),
+            );
+            if head {
+                return Ok(
+                    (StatusCode::PARTIAL_CONTENT, response_headers, Body::empty()).into_response(),
+                );
+            }
+            let store = state.store.clone();
+            let path = record.storage_path.clone();
+            let body = stream::iter(parts)
+                .then(move |(head, range)| {
+                    let store = store.clone();
+                    let path = path.clone();
+                    async move {
+                        let bytes = store
+                            .read(&path, Some(*range.start()..range.end() + 1))
+                            .await?;
+                        Ok::<_, StorageError>(
+                            stream::once(async move { Ok(head) }).chain(bytes).boxed(),
+                        )
+                    }
+                })
+                .map(|part| match part {
+                    Ok(s) => s,
+                    Err(err) => stream::once(async move { Err(err) }).boxed(),
+                })
+                .flatten()
+                .chain(stream::once(async move { Ok(tail) }));
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                response_headers,
+                Body::from_stream(body),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// The object's bytes (or a range of them) as a streamed body.
+async fn body_of(
+    state: &AppState,
+    path: &str,
+    range: Option<RangeInclusive<u64>>,
+) -> Result<Body, Error> {
+    let stream = state
+        .store
+        .read(path, range.map(|r| *r.start()..r.end() + 1))
+        .await
+        .map_err(|err| match err {
+            // The row says available but the object is gone: not the client's fault.
+            StorageError::NotFound => {
+                tracing::error!(path, "an available file's object is missing from the store");
+                Error::Storage(StorageError::NotFound)
+            }
+            other => Error::Storage(other),
+        })?;
+    Ok(Body::from_stream(stream))
+}

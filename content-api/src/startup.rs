@@ -1,0 +1,298 @@
+//! Startup: what the service is built from and how it runs (zero2prod's `startup.rs`):
+//! the router, readiness, and [`App`] with `build`, `port` and `run_until_stopped`.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use async_nats::jetstream;
+use axum::{Router, extract::DefaultBodyLimit, middleware::from_fn_with_state, routing::get};
+use ic_audit::{
+    Change, ChangeRecorder,
+    loki::{LokiClient, Shipper, ShipperConfig},
+};
+use ic_events::{Relay, RelayConfig};
+use ic_health::{Check, Criticality, Health, HealthInfo};
+use ic_http::{
+    RequestContext,
+    app_token::{AppToken, require_app_token},
+    context::request_context,
+    fallback_method_not_allowed, fallback_not_found,
+};
+use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
+use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    DOMAIN, MAX_BODY_BYTES, OUTBOX, SERVICE_NAME, VERSION,
+    config::{Config, VirusScan},
+    error,
+    processing::{Processor, ProcessorConfig, Scanner},
+    routes,
+    scan::Clamd,
+    storage::{BlobStore, StorageError},
+};
+
+/// What uploads are checked against.
+#[derive(Debug, Clone)]
+pub struct UploadRules {
+    /// `CONTENT_MAX_UPLOAD_BYTES`.
+    pub max_bytes: u64,
+    /// `CONTENT_ALLOWED_MIME_TYPES`.
+    pub allowed_mime_types: Vec<String>,
+}
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Postgres.
+    pub pool: PgPool,
+    /// Writes events and audit records into the outbox.
+    pub recorder: ChangeRecorder,
+    /// JetStream, for audit history when Loki is not configured.
+    pub jetstream: jetstream::Context,
+    /// Loki, for audit history when configured.
+    pub loki: Option<LokiClient>,
+    /// The bytes.
+    pub store: BlobStore,
+    /// Upload limits.
+    pub uploads: Arc<UploadRules>,
+}
+
+impl AppState {
+    /// State over a pool, a NATS client and a store.
+    pub fn new(
+        pool: PgPool,
+        nats: async_nats::Client,
+        environment: &str,
+        store: BlobStore,
+        uploads: UploadRules,
+    ) -> Self {
+        Self {
+            pool,
+            recorder: ChangeRecorder::new(SERVICE_NAME, DOMAIN, environment.to_owned(), OUTBOX),
+            jetstream: jetstream::new(nats),
+            loki: None,
+            store,
+            uploads: Arc::new(uploads),
+        }
+    }
+
+    /// Reads audit history from Loki instead of JetStream.
+    #[must_use]
+    pub fn with_loki(mut self, loki: LokiClient) -> Self {
+        self.loki = Some(loki);
+        self
+    }
+
+    /// Records a change's event and audit record in the caller's transaction.
+    pub async fn record(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &RequestContext,
+        change: Change,
+    ) -> Result<(), error::Error> {
+        Ok(self.recorder.record(tx, ctx, change).await?)
+    }
+}
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] ic_http::serve::BindError),
+    /// The database URL is unusable.
+    #[error("database configuration")]
+    Database(#[source] sqlx::Error),
+    /// The NATS URL is unusable.
+    #[error("NATS connection")]
+    Nats(#[source] async_nats::ConnectError),
+    /// The blob store cannot be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The readiness checks: Postgres and the blob store are critical; NATS (writes wait in
+/// the outbox) and clamd (uploads wait in `processing`) optional.
+pub fn health(
+    environment: &str,
+    pool: PgPool,
+    nats: async_nats::Client,
+    store: BlobStore,
+    clamd: Option<Clamd>,
+) -> Health {
+    let mut checks = vec![
+        Check::new("postgres", Criticality::Critical, move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|_| "query failed".to_owned())
+            }
+        }),
+        Check::new("blob_store", Criticality::Critical, move || {
+            let store = store.clone();
+            async move {
+                store
+                    .exists("health/readiness")
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{} unreachable: {e}", store.kind().as_str()))
+            }
+        }),
+        Check::new("nats", Criticality::Optional, move || {
+            let state = nats.connection_state();
+            async move {
+                match state {
+                    async_nats::connection::State::Connected => Ok(()),
+                    other => Err(format!("connection {other:?}").to_lowercase()),
+                }
+            }
+        }),
+    ];
+    if let Some(clamd) = clamd {
+        checks.push(Check::new("clamd", Criticality::Optional, move || {
+            let clamd = clamd.clone();
+            async move { clamd.ping().await.map_err(|e| e.to_string()) }
+        }));
+    }
+    Health::new(
+        HealthInfo::new(SERVICE_NAME, VERSION, environment),
+        checks,
+        Duration::from_secs(2),
+    )
+}
+
+/// The router: the spec's routes behind the shared layers (outermost first: request
+/// context, panic guard, app token, metrics). The upload route sets its own body limit.
+pub fn app(state: AppState, health: Health, metrics: HttpMetrics, app_token: AppToken) -> Router {
+    Router::new()
+        .merge(routes::public::router())
+        .merge(routes::admin::router())
+        .merge(routes::upload::router())
+        .with_state(state)
+        .merge(health.router())
+        .route("/metrics", get(metrics_handler).with_state(metrics.clone()))
+        .fallback(fallback_not_found)
+        .method_not_allowed_fallback(fallback_method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn_with_state(metrics, track_http))
+        .layer(from_fn_with_state(app_token, require_app_token))
+        .layer(ic_http::panic_guard())
+        .layer(from_fn_with_state(SERVICE_NAME, request_context))
+}
+
+/// A built, bound service ready to run.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    relay: Relay,
+    processor: Processor,
+    shipper: Option<Shipper>,
+    token: CancellationToken,
+}
+
+impl App {
+    /// Connects (lazily: Postgres and NATS may come up later), opens the store, binds.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let options: sqlx::postgres::PgConnectOptions = config
+            .database_url
+            .expose()
+            .parse()
+            .map_err(StartupError::Database)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        let nats = async_nats::ConnectOptions::new()
+            .name(SERVICE_NAME)
+            .retry_on_initial_connect()
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(StartupError::Nats)?;
+        let store = BlobStore::open(&config.blob_store)?;
+        let environment = config.environment.as_str();
+        let mut state = AppState::new(
+            pool.clone(),
+            nats.clone(),
+            environment,
+            store.clone(),
+            UploadRules {
+                max_bytes: config.max_upload_bytes,
+                allowed_mime_types: config.allowed_mime_types.clone(),
+            },
+        );
+        let mut shipper = None;
+        if let Some(loki) = config.loki.clone() {
+            let client = LokiClient::new(loki);
+            state = state.with_loki(client.clone());
+            shipper = Some(Shipper::new(nats.clone(), client, ShipperConfig::default()));
+        }
+        let clamd = match &config.virus_scan {
+            VirusScan::Clamd(address) => Some(Clamd::new(address.clone(), SCAN_TIMEOUT)),
+            VirusScan::Skipped => None,
+        };
+        let processor = Processor::new(
+            state.clone(),
+            nats.clone(),
+            clamd.clone().map_or(Scanner::Skipped, Scanner::Clamd),
+            ProcessorConfig {
+                ack_wait: config.processing_ack_wait,
+                max_attempts: config.processing_max_attempts,
+                ..ProcessorConfig::default()
+            },
+        );
+        let router = app(
+            state,
+            health(environment, pool.clone(), nats.clone(), store, clamd),
+            HttpMetrics::default(),
+            AppToken(config.app_api_token.clone()),
+        );
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = ic_http::serve::bind(addr).await?;
+        Ok(Self {
+            listener,
+            router,
+            relay: Relay::new(pool, nats, OUTBOX, RelayConfig::default()),
+            processor,
+            shipper,
+            token: CancellationToken::new(),
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        ic_http::serve::bound_port(&self.listener)
+    }
+
+    /// A token that stops the service when cancelled (as SIGTERM does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Serves until SIGTERM / Ctrl-C (or the token), then drains requests, lets running
+    /// jobs finish and flushes the outbox.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tracing::info!(port = self.port(), "content-api listening");
+        let relay = tokio::spawn(self.relay.run(self.token.clone()));
+        let processor = tokio::spawn(self.processor.run(self.token.clone()));
+        let shipper = self
+            .shipper
+            .map(|s| tokio::spawn(s.run(self.token.clone())));
+        tokio::spawn(ic_http::serve::shutdown_signal(self.token.clone()));
+        let served = ic_http::serve::serve(self.listener, self.router, self.token.clone()).await;
+        self.token.cancel();
+        let _ = processor.await;
+        let _ = relay.await;
+        if let Some(shipper) = shipper {
+            let _ = shipper.await;
+        }
+        served
+    }
+}
+
+/// Longest a scan may take (a 100 MiB file streams to clamd in seconds).
+const SCAN_TIMEOUT: Duration = Duration::from_secs(300);
