@@ -23,6 +23,15 @@ fn present(binary: &str) -> bool {
     std::panic::catch_unwind(|| ic_testkit::find_binary(binary)).is_ok()
 }
 
+/// Whether `binary` is installed (quietly: the lookup panics when it is not).
+pub fn installed(binary: &str) -> bool {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let found = present(binary);
+    std::panic::set_hook(hook);
+    found
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -32,14 +41,11 @@ fn is_root() -> bool {
 
 /// Installs the packages whose binaries are missing.
 pub fn ensure_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
     let missing: Vec<&str> = wanted
         .iter()
-        .filter(|(bin, _)| !present(bin))
+        .filter(|(bin, _)| !installed(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
-    std::panic::set_hook(hook);
     if missing.is_empty() {
         return Ok(());
     }

@@ -22,6 +22,8 @@ pub const PG_PORT: u16 = 55432;
 pub const NATS_PORT: u16 = 54222;
 /// services-api port (the spec's).
 pub const SERVICES_API_PORT: u16 = 8080;
+/// content-api port (the spec's).
+pub const CONTENT_API_PORT: u16 = 8081;
 /// public-gateway port (the spec's).
 pub const PUBLIC_GATEWAY_PORT: u16 = 8000;
 /// admin-gateway port (the spec's).
@@ -164,6 +166,8 @@ pub fn up() -> anyhow::Result<()> {
         "--package",
         "services-api",
         "--package",
+        "content-api",
+        "--package",
         "public-gateway",
         "--package",
         "broadcaster",
@@ -205,6 +209,29 @@ pub fn up() -> anyhow::Result<()> {
         )?;
         let base = format!("http://127.0.0.1:{SERVICES_API_PORT}");
         wait_ready(&mut services_api, &format!("{base}/health/ready")).await?;
+        // Files: content-api with the file store under .dev/, scanned by clamd when it
+        // is installed (Debian's clamav-daemon; skipped scans otherwise).
+        let clamd = deps::installed("clamd").then(ic_testkit::storage::ClamdServer::start);
+        let blobs = dev.join("content-api").join("blobs");
+        std::fs::create_dir_all(&blobs)?;
+        let mut content_env = vec![
+            ("CONTENT_API_PORT", CONTENT_API_PORT.to_string()),
+            ("DATABASE_URL", database_url()),
+            ("NATS_URL", nats_url.clone()),
+            (
+                "BLOB_STORE_URL",
+                format!("file://{}", std::fs::canonicalize(&blobs)?.display()),
+            ),
+        ];
+        match &clamd {
+            Some(clamd) => content_env.push(("CLAMD_ADDRESS", clamd.address())),
+            None => eprintln!(
+                "    clamd is not installed: uploads are recorded as `skipped` scans (apt-get install clamav-daemon to scan)"
+            ),
+        }
+        let mut content_api = spawn_service("content-api", &content_env)?;
+        let content = format!("http://127.0.0.1:{CONTENT_API_PORT}");
+        wait_ready(&mut content_api, &format!("{content}/health/ready")).await?;
         let mut public_gateway = spawn_service(
             "public-gateway",
             &[
@@ -267,22 +294,25 @@ pub fn up() -> anyhow::Result<()> {
             eprintln!("==> loading demo data (through admin-gateway, as the user demo-loader)");
             let token = dev_issuer::token(&issuer, "demo-loader", &["admin"], 600);
             load_demo_data(&admin, &token).await?;
+            load_demo_files(&admin, &token).await?;
             std::fs::write(&marker, "")?;
         }
-        print_banner(&base, &gateway, &admin, &broadcaster_url);
+        print_banner(&base, &content, &gateway, &admin, &broadcaster_url);
         tokio::signal::ctrl_c().await?;
         eprintln!("\n==> stopping");
         drop(broadcaster);
         drop(receiver);
         drop(admin_gateway);
         drop(public_gateway);
+        drop(content_api);
+        drop(clamd);
         drop(services_api);
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(())
 }
 
-fn print_banner(base: &str, gateway: &str, admin: &str, broadcaster: &str) {
+fn print_banner(base: &str, content: &str, gateway: &str, admin: &str, broadcaster: &str) {
     let issuer = dev_issuer::issuer_url();
     println!(
         "\nThe platform is running (Ctrl-C stops it; data stays in .dev/):\n\
@@ -290,6 +320,7 @@ fn print_banner(base: &str, gateway: &str, admin: &str, broadcaster: &str) {
          \n  admin-gateway  {admin}   (staff entry: bearer tokens, Rego policy, per-user limits, audit; {admin}/openapi.json)\
          \n  dev issuer     {issuer}   (stands in for Authentik; `cargo xtask token` prints a token)\
          \n  services-api   {base}   (health {base}/health/ready, metrics {base}/metrics)\
+         \n  content-api    {content}   (files in .dev/content-api/blobs; health {content}/health/ready)\
          \n  PostgreSQL     postgres://postgres@127.0.0.1:{PG_PORT}/{DATABASE}\
          \n  broadcaster    {broadcaster}   (subscriptions {broadcaster}/subscriptions, dead letters {broadcaster}/dead-letters, metrics :{BROADCASTER_METRICS_PORT}/metrics)\
          \n  webhooks       http://127.0.0.1:{RECEIVER_PORT}/webhooks   (a demo receiver: each delivery is printed below, signature checked)\
@@ -297,6 +328,7 @@ fn print_banner(base: &str, gateway: &str, admin: &str, broadcaster: &str) {
          \n\nTry:\
          \n  curl -s {gateway}/api/v1/services?limit=3\
          \n  curl -s '{gateway}/services/search?q=clinics'\
+         \n  curl -s {gateway}/api/v1/content   (then …/content/<id>/download)\
          \n  TOKEN=$(cargo xtask token --roles services-manager --user editor-1)\
          \n  curl -s -X POST {admin}/admin/api/v1/services -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\\
          \n       -d \"{{\\\"title\\\":\\\"Travel vaccinations $(date +%s)\\\",\\\"description\\\":\\\"Vaccines and advice before you travel.\\\",\\\"delivery_mode\\\":\\\"outpatient_service\\\"}}\"\
@@ -322,6 +354,57 @@ async fn post(
         bail!("POST {url} answered {status}: {value}");
     }
     Ok(value)
+}
+
+/// A few public files, uploaded as the admin UI would (multipart, through admin-gateway).
+async fn load_demo_files(admin: &str, token: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let files: [(&str, &str, &[u8], &str); 2] = [
+        (
+            "visiting-hours.md",
+            "text/markdown",
+            b"# Visiting hours\n\nEvery day from 10:00 to 20:00. Children's ward: parents at any time.\n",
+            "visiting,hours",
+        ),
+        (
+            "patient-rights.txt",
+            "text/plain",
+            b"Every patient has the right to information, privacy and respect.\n",
+            "rights",
+        ),
+    ];
+    for (name, mime, bytes, tags) in files {
+        let boundary = "ic-demo-file-boundary-5b1f0c";
+        let mut body = Vec::new();
+        for (field, value) in [("access_level", "public"), ("tags", tags)] {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n").as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {mime}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let res = client
+            .post(format!("{admin}/admin/api/v1/content/upload"))
+            .bearer_auth(token)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await?;
+        if res.status() != reqwest::StatusCode::ACCEPTED {
+            anyhow::bail!(
+                "uploading the demo file {name}: {} {}",
+                res.status(),
+                res.text().await.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A handful of categories, ~20 services across the three delivery modes, two featured
