@@ -1,10 +1,12 @@
 //! content-api: the content library (`shared/spec/content-api.md`): streamed uploads into
 //! a blob store, virus scanning from a JetStream work queue, immutable delivery.
 
+pub mod access_log;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod processing;
 pub mod routes;
 pub mod scan;

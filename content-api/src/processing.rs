@@ -255,6 +255,7 @@ impl Processor {
             return Ok(Outcome::Finished);
         };
         if record.is_deleted || record.status() != UploadStatus::Processing {
+            self.state.metrics.job("duplicate");
             return Ok(Outcome::Finished);
         }
         let attempts = db::content::count_attempt(pool, job.content_id).await?;
@@ -407,6 +408,7 @@ impl Processor {
             .bind(format!("{reason} (attempt {attempts}, will retry)"))
             .execute(&self.state.pool)
             .await?;
+        self.state.metrics.job("retried");
         let delay = self.config.first_retry * 2u32.saturating_pow(attempts.saturating_sub(1));
         Ok(Outcome::Retry(delay.min(Duration::from_secs(300))))
     }
@@ -445,6 +447,7 @@ impl Processor {
         } else {
             "failed"
         };
+        self.state.metrics.job(action);
         self.state
             .recorder
             .record(

@@ -17,15 +17,17 @@ use ic_http::{
     context::request_context,
     fallback_method_not_allowed, fallback_not_found,
 };
-use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
+use ic_telemetry::{metrics_handler, track_http};
 use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     DOMAIN, MAX_BODY_BYTES, OUTBOX, SERVICE_NAME, VERSION,
+    access_log::{AccessLog, AccessLogWriter, BUFFER_ENTRIES},
     config::{Config, VirusScan},
     error,
+    metrics::Metrics,
     processing::{Processor, ProcessorConfig, Scanner},
     routes,
     scan::Clamd,
@@ -56,18 +58,26 @@ pub struct AppState {
     pub store: BlobStore,
     /// Upload limits.
     pub uploads: Arc<UploadRules>,
+    /// Where accesses are recorded.
+    pub access_log: AccessLog,
+    /// The service's metrics.
+    pub metrics: Metrics,
 }
 
 impl AppState {
-    /// State over a pool, a NATS client and a store.
+    /// State over a pool, a NATS client, a store and the access log.
     pub fn new(
         pool: PgPool,
         nats: async_nats::Client,
         environment: &str,
         store: BlobStore,
         uploads: UploadRules,
+        access_log: AccessLog,
+        metrics: Metrics,
     ) -> Self {
         Self {
+            access_log,
+            metrics,
             pool,
             recorder: ChangeRecorder::new(SERVICE_NAME, DOMAIN, environment.to_owned(), OUTBOX),
             jetstream: jetstream::new(nats),
@@ -167,10 +177,12 @@ pub fn health(
 
 /// The router: the spec's routes behind the shared layers (outermost first: request
 /// context, panic guard, app token, metrics). The upload route sets its own body limit.
-pub fn app(state: AppState, health: Health, metrics: HttpMetrics, app_token: AppToken) -> Router {
+pub fn app(state: AppState, health: Health, app_token: AppToken) -> Router {
+    let metrics = state.metrics.http.clone();
     Router::new()
         .merge(routes::public::router())
         .merge(routes::admin::router())
+        .merge(routes::analytics::router())
         .merge(routes::upload::router())
         .with_state(state)
         .merge(health.router())
@@ -191,6 +203,7 @@ pub struct App {
     router: Router,
     relay: Relay,
     processor: Processor,
+    access_log: AccessLogWriter,
     shipper: Option<Shipper>,
     token: CancellationToken,
 }
@@ -215,6 +228,9 @@ impl App {
             .map_err(StartupError::Nats)?;
         let store = BlobStore::open(&config.blob_store)?;
         let environment = config.environment.as_str();
+        let metrics = Metrics::new();
+        let (access_log, access_log_writer) =
+            AccessLog::new(pool.clone(), metrics.clone(), BUFFER_ENTRIES);
         let mut state = AppState::new(
             pool.clone(),
             nats.clone(),
@@ -224,6 +240,8 @@ impl App {
                 max_bytes: config.max_upload_bytes,
                 allowed_mime_types: config.allowed_mime_types.clone(),
             },
+            access_log,
+            metrics,
         );
         let mut shipper = None;
         if let Some(loki) = config.loki.clone() {
@@ -248,7 +266,6 @@ impl App {
         let router = app(
             state,
             health(environment, pool.clone(), nats.clone(), store, clamd),
-            HttpMetrics::default(),
             AppToken(config.app_api_token.clone()),
         );
         let addr = SocketAddr::new(config.host, config.port);
@@ -258,6 +275,7 @@ impl App {
             router,
             relay: Relay::new(pool, nats, OUTBOX, RelayConfig::default()),
             processor,
+            access_log: access_log_writer,
             shipper,
             token: CancellationToken::new(),
         })
@@ -279,6 +297,7 @@ impl App {
         tracing::info!(port = self.port(), "content-api listening");
         let relay = tokio::spawn(self.relay.run(self.token.clone()));
         let processor = tokio::spawn(self.processor.run(self.token.clone()));
+        let access_log = tokio::spawn(self.access_log.run(self.token.clone()));
         let shipper = self
             .shipper
             .map(|s| tokio::spawn(s.run(self.token.clone())));
@@ -286,6 +305,7 @@ impl App {
         let served = ic_http::serve::serve(self.listener, self.router, self.token.clone()).await;
         self.token.cancel();
         let _ = processor.await;
+        let _ = access_log.await;
         let _ = relay.await;
         if let Some(shipper) = shipper {
             let _ = shipper.await;

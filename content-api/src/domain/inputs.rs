@@ -188,3 +188,79 @@ mod tests {
         assert!(enum_field::<AccessLevel>("access_level", "secret", "…").is_err());
     }
 }
+
+/// A date bound in a query string: an RFC 3339 date-time, or a calendar date
+/// (`YYYY-MM-DD`, midnight UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateBound(pub chrono::DateTime<chrono::Utc>);
+
+impl<'de> Deserialize<'de> for DateBound {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        parse_date_bound(&raw).map(Self).ok_or_else(|| {
+            serde::de::Error::custom("expected an RFC 3339 date-time or a date (YYYY-MM-DD)")
+        })
+    }
+}
+
+fn parse_date_bound(raw: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Some(at.to_utc());
+    }
+    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+/// The `[start, end)` window of `start_date`/`end_date`: `end` defaults to now, `start`
+/// to 30 days before `end`; `start` must be before `end`, and the window at most
+/// `max_days` long. Errors name the field.
+pub fn window(
+    start: Option<DateBound>,
+    end: Option<DateBound>,
+    max_days: i64,
+) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), ApiError> {
+    let end_at = end.map_or_else(chrono::Utc::now, |d| d.0);
+    let start_at = start.map_or(end_at - chrono::Duration::days(30), |d| d.0);
+    if start_at >= end_at {
+        let field = if end.is_some() {
+            "end_date"
+        } else {
+            "start_date"
+        };
+        return Err(ApiError::validation(
+            field,
+            "start_date must be before end_date (or now)",
+        ));
+    }
+    if end_at - start_at > chrono::Duration::days(max_days) {
+        return Err(ApiError::validation(
+            "start_date",
+            format!("ask for at most {max_days} days at a time"),
+        ));
+    }
+    Ok((start_at, end_at))
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    #[test]
+    fn date_bounds_take_rfc3339_or_a_date_and_windows_are_bounded() {
+        let day = parse_date_bound("2026-03-01").unwrap();
+        assert_eq!(day.to_rfc3339(), "2026-03-01T00:00:00+00:00");
+        assert!(parse_date_bound("2026-03-01T10:00:00+02:00").is_some());
+        assert!(parse_date_bound("yesterday").is_none());
+        assert!(parse_date_bound("2026-02-30").is_none());
+        let (start, end) = window(Some(DateBound(day)), None, 400).unwrap();
+        assert_eq!(start, day);
+        assert!(end > start);
+        let err = window(Some(DateBound(day)), Some(DateBound(day)), 400).unwrap_err();
+        assert_eq!(err.envelope()["error"]["details"]["field"], "end_date");
+        let long = DateBound(day - chrono::Duration::days(40));
+        let err = window(Some(long), Some(DateBound(day)), 31).unwrap_err();
+        assert_eq!(err.envelope()["error"]["details"]["field"], "start_date");
+    }
+}

@@ -28,12 +28,13 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
+    access_log::AccessEntry,
     db::{
         self,
         content::{ContentRecord, PublicFilter},
     },
     domain::{
-        AccessLevel, Category, UploadStatus,
+        AccessLevel, AccessType, Category, UploadStatus,
         filename::content_disposition,
         range::{self, Ranges},
     },
@@ -157,9 +158,18 @@ async fn visible(state: &AppState, ctx: &RequestContext, id: Uuid) -> Result<Con
 async fn get_content(
     State(state): State<AppState>,
     ctx: RequestContext,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Result<Json<PublicContent>, Error> {
-    Ok(Json(visible(&state, &ctx, id).await?.into()))
+    let record = visible(&state, &ctx, id).await?;
+    state.access_log.record(AccessEntry::start(
+        &ctx,
+        &headers,
+        id,
+        AccessType::View,
+        state.store.name(),
+    ));
+    Ok(Json(record.into()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +195,8 @@ async fn download_content(
     Query(q): Query<DownloadQuery>,
 ) -> Result<Response, Error> {
     let record = visible(&state, &ctx, id).await?;
+    let mut entry =
+        AccessEntry::start(&ctx, &headers, id, AccessType::Download, state.store.name());
     let etag = format!("\"{}\"", record.content_hash);
     let size = u64::try_from(record.file_size).unwrap_or(0);
     let mut response_headers = HeaderMap::new();
@@ -220,6 +232,9 @@ async fn download_content(
         &record.content_hash,
     );
     if if_none_match(&headers, &etag) {
+        entry.status = 304;
+        entry.cache_hit = true;
+        state.access_log.record(entry);
         return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
     }
     let inline = q.inline.unwrap_or(false) && may_be_inline(&record.mime_type);
@@ -252,9 +267,10 @@ async fn download_content(
                 &size.to_string(),
             );
             let body = if head {
+                state.access_log.record(entry);
                 Body::empty()
             } else {
-                body_of(&state, &record.storage_path, None).await?
+                body_of(&state, &record.storage_path, None, entry).await?
             };
             Ok((StatusCode::OK, response_headers, body).into_response())
         }
@@ -272,6 +288,8 @@ async fn download_content(
             .into_response();
             *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             response.headers_mut().extend(response_headers);
+            entry.status = 416;
+            state.access_log.record(entry);
             Ok(response)
         }
         Ranges::Partial(ranges) if ranges.len() == 1 => {
@@ -291,10 +309,12 @@ async fn download_content(
                 header::CONTENT_LENGTH,
                 &(range.end() - range.start() + 1).to_string(),
             );
+            entry.status = 206;
             let body = if head {
+                state.access_log.record(entry);
                 Body::empty()
             } else {
-                body_of(&state, &record.storage_path, Some(range)).await?
+                body_of(&state, &record.storage_path, Some(range), entry).await?
             };
             Ok((StatusCode::PARTIAL_CONTENT, response_headers, body).into_response())
         }
@@ -357,7 +377,7 @@ async fn download_content(
             Ok((
                 StatusCode::PARTIAL_CONTENT,
                 response_headers,
-                Body::from_stream(body),
+                Body::from_stream(state.access_log.metered(body.boxed(), entry)),
             )
                 .into_response())
         }
@@ -369,6 +389,7 @@ async fn body_of(
     state: &AppState,
     path: &str,
     range: Option<RangeInclusive<u64>>,
+    entry: AccessEntry,
 ) -> Result<Body, Error> {
     let stream = state
         .store
@@ -382,5 +403,5 @@ async fn body_of(
             }
             other => Error::Storage(other),
         })?;
-    Ok(Body::from_stream(stream))
+    Ok(Body::from_stream(state.access_log.metered(stream, entry)))
 }

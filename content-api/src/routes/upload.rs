@@ -89,10 +89,16 @@ async fn upload_content(
         },
         Err(err) => Err(err),
     };
-    if result.is_err()
-        && let Some(file) = staged
-    {
-        let _ = state.store.delete(&file.path).await;
+    if let Err(err) = &result {
+        if let Some(file) = staged {
+            let _ = state.store.delete(&file.path).await;
+        }
+        match err {
+            Error::TooLarge { .. } => state.metrics.upload("too_large", 0),
+            Error::UnsupportedType(_) => state.metrics.upload("unsupported_type", 0),
+            Error::Validation { .. } | Error::Api(_) => state.metrics.upload("invalid", 0),
+            _ => {}
+        }
     }
     result
 }
@@ -323,6 +329,9 @@ async fn store(
         }
         return Err(err);
     }
+    state
+        .metrics
+        .upload(if moved { "accepted" } else { "deduplicated" }, file.size);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::{Router, body::Body};
 use content_api::{
     AppState, OUTBOX,
+    access_log::AccessLog,
     config::BlobStoreConfig,
+    metrics::Metrics,
     processing::{Processor, ProcessorConfig, Scanner},
     scan::Clamd,
     startup::UploadRules,
@@ -45,6 +47,8 @@ pub struct Options {
     pub store: Store,
     pub max_upload_bytes: u64,
     pub clamd: Option<String>,
+    pub access_log_buffer: usize,
+    pub write_access_log: bool,
 }
 
 impl Options {
@@ -53,12 +57,15 @@ impl Options {
             store,
             max_upload_bytes: 1024 * 1024,
             clamd: Some(harness("IC_TEST_CLAMD_ADDRESS")),
+            access_log_buffer: content_api::access_log::BUFFER_ENTRIES,
+            write_access_log: true,
         }
     }
 }
 
 pub struct TestApp {
     pub router: Router,
+    pub metrics: Metrics,
     pub pool: PgPool,
     pub store: BlobStore,
     pub blob_config: BlobStoreConfig,
@@ -151,6 +158,9 @@ impl TestApp {
             .expect("nats connect");
         let (blob_config, dir) = blob_config(options.store);
         let store = BlobStore::open(&blob_config).expect("open store");
+        let metrics = Metrics::new();
+        let (access_log, access_log_writer) =
+            AccessLog::new(pool.clone(), metrics.clone(), options.access_log_buffer);
         let state = AppState::new(
             pool.clone(),
             nats.clone(),
@@ -163,8 +173,16 @@ impl TestApp {
                     .map(|s| (*s).to_owned())
                     .collect(),
             },
+            access_log,
+            metrics.clone(),
         );
         let token = CancellationToken::new();
+        if options.write_access_log {
+            tokio::spawn(access_log_writer.run(token.clone()));
+        } else {
+            // Held, never run: the buffer fills (the drop path).
+            std::mem::forget(access_log_writer);
+        }
         let clamd = options
             .clamd
             .map(|address| Clamd::new(address, Duration::from_secs(30)));
@@ -194,11 +212,11 @@ impl TestApp {
         let router = content_api::app(
             state,
             content_api::health("development", pool.clone(), nats, store.clone(), clamd),
-            ic_telemetry::HttpMetrics::default(),
             AppToken(None),
         );
         Self {
             router,
+            metrics,
             pool,
             store,
             blob_config,
