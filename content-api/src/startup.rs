@@ -183,6 +183,7 @@ pub fn app(state: AppState, health: Health, app_token: AppToken) -> Router {
         .merge(routes::public::router())
         .merge(routes::admin::router())
         .merge(routes::analytics::router())
+        .merge(routes::storage::router())
         .merge(routes::upload::router())
         .with_state(state)
         .merge(health.router())

@@ -86,6 +86,8 @@ pub struct BlobStore {
     kind: BackendKind,
     name: String,
     location: String,
+    /// The directory of a local store.
+    root: Option<PathBuf>,
 }
 
 /// A byte stream read from the store.
@@ -108,6 +110,7 @@ impl BlobStore {
                     kind: BackendKind::LocalFilesystem,
                     name: "local".into(),
                     location: format!("file://{}", absolute.display()),
+                    root: Some(absolute),
                 })
             }
             BlobStoreConfig::Azure { container, options } => {
@@ -130,6 +133,7 @@ impl BlobStore {
                     kind: BackendKind::AzureBlob,
                     name: "azure".into(),
                     location: format!("az://{account}/{container}"),
+                    root: None,
                 })
             }
         }
@@ -240,6 +244,55 @@ impl BlobStore {
             .await?)
     }
 
+    /// Uploads a local store was writing when its process died: object_store writes
+    /// `<path>#<n>` files its listings do not show. (Azure keeps uncommitted blocks out
+    /// of sight too, and discards them after a week.)
+    pub fn partial_uploads(&self) -> Result<Vec<PartialUpload>, StorageError> {
+        let Some(root) = &self.root else {
+            return Ok(Vec::new());
+        };
+        let dir = root.join(STAGING_PREFIX);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(StorageError::Io(err)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(StorageError::Io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.contains('#') {
+                continue;
+            }
+            let meta = entry.metadata().map_err(StorageError::Io)?;
+            out.push(PartialUpload {
+                path: format!("{STAGING_PREFIX}/{name}"),
+                size: meta.len(),
+                last_modified: meta
+                    .modified()
+                    .map(chrono::DateTime::<chrono::Utc>::from)
+                    .unwrap_or_else(|_| chrono::Utc::now()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a partial upload found by [`BlobStore::partial_uploads`].
+    pub fn delete_partial(&self, path: &str) -> Result<(), StorageError> {
+        let Some(root) = &self.root else {
+            return Ok(());
+        };
+        let name = path
+            .strip_prefix(&format!("{STAGING_PREFIX}/"))
+            .filter(|n| n.contains('#') && !n.contains('/') && !n.contains(".."))
+            .ok_or_else(|| StorageError::Config("not a partial upload".into()))?;
+        match std::fs::remove_file(root.join(STAGING_PREFIX).join(name)) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(StorageError::Io(err)),
+        }
+    }
+
     /// Write, read back and delete a probe object; the time of each step.
     pub async fn probe(&self) -> Result<ProbeTimings, StorageError> {
         let path = format!("health/{}", uuid::Uuid::new_v4());
@@ -268,6 +321,17 @@ impl BlobStore {
 
 fn elapsed_ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
+}
+
+/// An upload a local store was writing when its process died.
+#[derive(Debug, Clone)]
+pub struct PartialUpload {
+    /// `staging/<name>#<n>`.
+    pub path: String,
+    /// Bytes written.
+    pub size: u64,
+    /// Last write.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// The steps of a storage probe, in milliseconds.

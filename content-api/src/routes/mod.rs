@@ -3,4 +3,5 @@
 pub mod admin;
 pub mod analytics;
 pub mod public;
+pub mod storage;
 pub mod upload;
