@@ -10,15 +10,11 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 
 fn url_of(pool: &PgPool) -> String {
-    #[allow(clippy::disallowed_methods)] // tests read the harness's URL
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set by `cargo xtask test`");
-    let db = pool
-        .connect_options()
-        .get_database()
-        .expect("test database name")
-        .to_owned();
-    let (prefix, _) = base.rsplit_once('/').expect("URL has a database");
-    format!("{prefix}/{db}")
+    ic_testkit::database_url(
+        pool.connect_options()
+            .get_database()
+            .expect("test database name"),
+    )
 }
 
 fn migrate(url: &str, args: &[&str]) -> Command {

@@ -62,6 +62,17 @@ fn wait_port(port: u16, open: bool, what: &str) {
     }
 }
 
+/// The URL of database `name` on the harness's PostgreSQL (`DATABASE_URL` with its
+/// database replaced): for binaries a test starts against its own database.
+pub fn database_url(name: &str) -> String {
+    #[allow(clippy::disallowed_methods)] // tests read the harness's URL
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set by `cargo xtask test`");
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL names a database");
+    format!("{prefix}/{name}")
+}
+
 /// Finds a server binary on `PATH` or in the usual Debian places.
 pub fn find_binary(name: &str) -> PathBuf {
     let mut candidates: Vec<PathBuf> = vec![
