@@ -23,6 +23,9 @@ pub enum Error {
     /// The state forbids the operation (409).
     #[error("{0}")]
     Conflict(String),
+    /// A rule of the domain forbids it (422).
+    #[error("{0}")]
+    Rule(String),
     /// The upload is larger than allowed (413).
     #[error("the file is larger than the {limit} bytes allowed")]
     TooLarge {
@@ -96,6 +99,7 @@ impl From<Error> for ApiError {
             Error::Validation { field, message } => ApiError::validation(field, message),
             Error::NotFound(what) => ApiError::not_found(what),
             Error::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
+            Error::Rule(message) => ApiError::new(ErrorCode::BusinessRuleViolation, message),
             Error::TooLarge { limit } => ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("the file is larger than the {limit} bytes allowed"),

@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod preview;
 pub mod processing;
 pub mod routes;
 pub mod scan;

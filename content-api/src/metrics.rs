@@ -24,6 +24,7 @@ pub struct Metrics {
     jobs: Family<ResultLabel, Counter>,
     access_log: Family<ResultLabel, Counter>,
     access_log_queue: Gauge<i64, AtomicI64>,
+    previews: Family<ResultLabel, Counter>,
 }
 
 /// Upload outcomes.
@@ -36,6 +37,8 @@ pub const UPLOAD_RESULTS: [&str; 5] = [
 ];
 /// Processing job outcomes.
 pub const JOB_RESULTS: [&str; 4] = ["available", "failed", "retried", "duplicate"];
+/// Preview answers: made now, or read from the store.
+pub const PREVIEW_RESULTS: [&str; 2] = ["generated", "cached"];
 /// Access-log entry outcomes.
 pub const ACCESS_LOG_RESULTS: [&str; 3] = ["written", "dropped", "failed"];
 
@@ -79,7 +82,14 @@ impl Metrics {
             "Access-log entries waiting to be written",
             access_log_queue.clone(),
         );
+        let previews = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "content_previews",
+            "Previews served, by how (generated now, or cached in the store)",
+            previews.clone(),
+        );
         for (family, results) in [
+            (&previews, &PREVIEW_RESULTS[..]),
             (&uploads, &UPLOAD_RESULTS[..]),
             (&jobs, &JOB_RESULTS[..]),
             (&access_log, &ACCESS_LOG_RESULTS[..]),
@@ -95,6 +105,7 @@ impl Metrics {
             jobs,
             access_log,
             access_log_queue,
+            previews,
         }
     }
 
@@ -109,6 +120,11 @@ impl Metrics {
     /// Counts a processing attempt's outcome.
     pub fn job(&self, result: &'static str) {
         self.jobs.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a preview served.
+    pub fn preview(&self, result: &'static str) {
+        self.previews.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Counts access-log entries.

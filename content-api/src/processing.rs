@@ -33,11 +33,14 @@ use crate::{
     AppState, OUTBOX, SERVICE_NAME,
     db::{self, content::ContentRecord, scans::ScanRecord},
     domain::{ScanStatus, UploadStatus},
+    preview::{PreviewFormat, PreviewSize, dimensions, has_preview, preview_path, render},
     scan::{Clamd, ScanError, Verdict},
 };
 
 /// The durable consumer every replica pulls jobs from.
 pub const PROCESSOR_CONSUMER: &str = "content-processor";
+/// Largest image a thumbnail is made of during processing.
+const MAX_THUMBNAIL_SOURCE_BYTES: i64 = 50 * 1024 * 1024;
 /// The user id processing writes under (events, audit records).
 pub const PROCESSOR_USER: &str = "system:content-processor";
 
@@ -339,12 +342,15 @@ impl Processor {
             scan_duration_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
             correlation_id: Some(ctx.correlation_id),
         };
-        let details = json!({
+        let mut details = json!({
             "virus_scan_status": scan_status.as_str(),
             "storage_verified": true,
-            "metadata_extracted": true,
+            "metadata_extracted": false,
             "thumbnail_generated": false,
         });
+        if matches!(scan_status, ScanStatus::Clean | ScanStatus::Skipped) {
+            self.describe_image(&record, &mut details).await;
+        }
         match scan_status {
             ScanStatus::Clean | ScanStatus::Skipped => {
                 self.finish(
@@ -378,6 +384,41 @@ impl Processor {
                 tx.commit().await?;
                 self.retry_or_fail(&record, ctx, attempts, last_attempt, &reason)
                     .await
+            }
+        }
+    }
+
+    /// For images: their dimensions, and the small WebP thumbnail made ahead of the
+    /// first request. Neither is required: a file that cannot be read as an image is
+    /// still served, without them.
+    async fn describe_image(&self, record: &ContentRecord, details: &mut serde_json::Value) {
+        if !has_preview(&record.mime_type) || record.file_size > MAX_THUMBNAIL_SOURCE_BYTES {
+            return;
+        }
+        let Ok(source) = self.state.store.read_all(&record.storage_path).await else {
+            return;
+        };
+        let made = tokio::task::spawn_blocking(move || {
+            let size = dimensions(&source);
+            let thumbnail = render(&source, PreviewSize::Small, PreviewFormat::Webp).ok();
+            (size, thumbnail)
+        })
+        .await;
+        let Ok((size, thumbnail)) = made else {
+            return;
+        };
+        if let Some((width, height)) = size {
+            details["metadata_extracted"] = json!(true);
+            details["image"] = json!({ "width": width, "height": height });
+        }
+        if let Some(thumbnail) = thumbnail {
+            let path = preview_path(
+                &record.content_hash,
+                PreviewSize::Small,
+                PreviewFormat::Webp,
+            );
+            if self.state.store.put(&path, thumbnail.into()).await.is_ok() {
+                details["thumbnail_generated"] = json!(true);
             }
         }
     }

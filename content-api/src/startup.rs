@@ -28,6 +28,7 @@ use crate::{
     config::{Config, VirusScan},
     error,
     metrics::Metrics,
+    preview::InFlight,
     processing::{Processor, ProcessorConfig, Scanner},
     routes,
     scan::Clamd,
@@ -62,6 +63,8 @@ pub struct AppState {
     pub access_log: AccessLog,
     /// The service's metrics.
     pub metrics: Metrics,
+    /// Previews being generated.
+    pub previews: InFlight,
 }
 
 impl AppState {
@@ -78,6 +81,7 @@ impl AppState {
         Self {
             access_log,
             metrics,
+            previews: InFlight::default(),
             pool,
             recorder: ChangeRecorder::new(SERVICE_NAME, DOMAIN, environment.to_owned(), OUTBOX),
             jetstream: jetstream::new(nats),

@@ -39,6 +39,7 @@ use crate::{
         range::{self, Ranges},
     },
     error::Error,
+    preview::{PreviewFormat, PreviewSize, has_preview, preview_path, render},
     storage::StorageError,
 };
 
@@ -54,6 +55,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/content", get(list_content))
         .route("/api/v1/content/{id}", get(get_content))
         .route("/api/v1/content/{id}/download", get(download_content))
+        .route("/api/v1/content/{id}/preview", get(preview_content))
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,10 +87,8 @@ pub struct PublicContent {
 
 impl From<ContentRecord> for PublicContent {
     fn from(r: ContentRecord) -> Self {
-        let preview_url = r
-            .mime_type
-            .starts_with("image/")
-            .then(|| format!("/api/v1/content/{}/preview", r.content_id));
+        let preview_url =
+            has_preview(&r.mime_type).then(|| format!("/api/v1/content/{}/preview", r.content_id));
         Self {
             download_url: format!("/api/v1/content/{}/download", r.content_id),
             preview_url,
@@ -404,4 +404,124 @@ async fn body_of(
             other => Error::Storage(other),
         })?;
     Ok(Body::from_stream(state.access_log.metered(stream, entry)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewQuery {
+    size: Option<PreviewSize>,
+    format: Option<PreviewFormat>,
+}
+
+/// Largest image previews are made of.
+const MAX_PREVIEW_SOURCE_BYTES: i64 = 50 * 1024 * 1024;
+
+/// The preview of an image: from the store when made before, else made now (once, even
+/// for concurrent first requests) and kept.
+async fn preview_content(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    Query(q): Query<PreviewQuery>,
+) -> Result<Response, Error> {
+    let size = q.size.unwrap_or(PreviewSize::Medium);
+    let format = q.format.unwrap_or(PreviewFormat::Webp);
+    let record = visible(&state, &ctx, id).await?;
+    if !has_preview(&record.mime_type) {
+        return Err(Error::Rule(format!(
+            "previews are made of PNG, JPEG, GIF and WebP images; this file is {}",
+            record.mime_type
+        )));
+    }
+    if record.file_size > MAX_PREVIEW_SOURCE_BYTES {
+        return Err(Error::Rule("the image is too large to preview".into()));
+    }
+    let mut entry = AccessEntry::start(&ctx, &headers, id, AccessType::Preview, state.store.name());
+    let etag = format!(
+        "\"{}-{}-{}\"",
+        record.content_hash,
+        size.as_str(),
+        format.extension()
+    );
+    let mut response_headers = HeaderMap::new();
+    let set = |map: &mut HeaderMap, name: header::HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            map.insert(name, value);
+        }
+    };
+    set(&mut response_headers, header::ETAG, &etag);
+    set(
+        &mut response_headers,
+        header::CACHE_CONTROL,
+        if record.access() == AccessLevel::Public {
+            IMMUTABLE
+        } else {
+            PRIVATE
+        },
+    );
+    set(
+        &mut response_headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox",
+    );
+    set(
+        &mut response_headers,
+        header::X_CONTENT_TYPE_OPTIONS,
+        "nosniff",
+    );
+    if if_none_match(&headers, &etag) {
+        entry.status = 304;
+        entry.cache_hit = true;
+        state.access_log.record(entry);
+        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    let path = preview_path(&record.content_hash, size, format);
+    let lock = state.previews.lock_for(&path);
+    let guard = lock.lock().await;
+    let bytes = match state.store.read_all(&path).await {
+        Ok(bytes) => {
+            entry.cache_hit = true;
+            state.metrics.preview("cached");
+            bytes
+        }
+        Err(StorageError::NotFound) => {
+            let source = state.store.read_all(&record.storage_path).await?;
+            let rendered = tokio::task::spawn_blocking(move || render(&source, size, format))
+                .await
+                .map_err(|_| Error::Rule("the image cannot be previewed".into()))?
+                .map_err(|e| Error::Rule(e.to_string()))?;
+            let rendered = Bytes::from(rendered);
+            state.store.put(&path, rendered.clone()).await?;
+            state.metrics.preview("generated");
+            rendered
+        }
+        Err(err) => return Err(err.into()),
+    };
+    drop(guard);
+    set(&mut response_headers, header::CONTENT_TYPE, format.mime());
+    set(
+        &mut response_headers,
+        header::CONTENT_LENGTH,
+        &bytes.len().to_string(),
+    );
+    let stem = record
+        .original_filename
+        .rsplit_once('.')
+        .map_or(record.original_filename.as_str(), |(stem, _)| stem);
+    set(
+        &mut response_headers,
+        header::CONTENT_DISPOSITION,
+        &content_disposition(
+            true,
+            &format!("{stem}-{}.{}", size.as_str(), format.extension()),
+        ),
+    );
+    let body = stream::once(async move { Ok::<_, StorageError>(bytes) }).boxed();
+    Ok((
+        StatusCode::OK,
+        response_headers,
+        Body::from_stream(state.access_log.metered(body, entry)),
+    )
+        .into_response())
 }
