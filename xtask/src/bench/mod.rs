@@ -3,6 +3,7 @@
 
 mod admin_gateway;
 mod broadcaster;
+mod content;
 mod gateway;
 mod services_list;
 mod wrk;
@@ -16,15 +17,17 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             services_list::services_list()?;
             gateway::gateway()?;
             admin_gateway::admin_gateway()?;
-            broadcaster::broadcaster()
+            broadcaster::broadcaster()?;
+            content::content()
         }
         Some("services-list") => services_list::services_list(),
         Some("gateway") => gateway::gateway(),
         Some("admin-gateway") => admin_gateway::admin_gateway(),
         Some("broadcaster") => broadcaster::broadcaster(),
+        Some("content") => content::content(),
         Some(other) => {
             bail!(
-                "unknown benchmark {other:?} (available: services-list, gateway, admin-gateway, broadcaster)"
+                "unknown benchmark {other:?} (available: services-list, gateway, admin-gateway, broadcaster, content)"
             )
         }
     }

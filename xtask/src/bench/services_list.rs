@@ -159,7 +159,7 @@ async fn seed(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(port: u16) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(port: u16) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -173,7 +173,7 @@ async fn wait_ready(port: u16) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("services-api did not become ready")
+    bail!("the service on {port} did not become ready")
 }
 
 fn pgbench(url: &str, seconds: u64) -> anyhow::Result<Figures> {
