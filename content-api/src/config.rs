@@ -1,8 +1,9 @@
 //! Typed configuration, parsed once from the environment map.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use ic_audit::loki::LokiConfig;
+use ic_backend::BackendSettings;
 use ic_config::{ConfigError, Env, Environment};
 use ic_http::Secret;
 use ic_telemetry::TelemetryConfig;
@@ -12,20 +13,10 @@ use crate::domain::mime::{DEFAULT_ALLOWED_MIME_TYPES, is_known_mime_type};
 /// content-api configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `HOST` (default 0.0.0.0).
-    pub host: IpAddr,
-    /// `CONTENT_API_PORT` (default 8081).
-    pub port: u16,
-    /// `ENVIRONMENT`.
-    pub environment: Environment,
-    /// `DATABASE_URL` or `DATABASE_CONNECTION_STRING`.
-    pub database_url: Secret,
-    /// `DATABASE_MAX_CONNECTIONS` (default 10).
-    pub database_max_connections: u32,
-    /// `NATS_URL` (default nats://127.0.0.1:4222).
-    pub nats_url: String,
-    /// `APP_API_TOKEN`: when set, every request must carry it as `dapr-api-token`.
-    pub app_api_token: Option<Secret>,
+    /// What every backend reads (`HOST`, `CONTENT_API_PORT` (default 8081),
+    /// `ENVIRONMENT`, `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, `NATS_URL`,
+    /// `APP_API_TOKEN`, telemetry).
+    pub backend: BackendSettings,
     /// `LOKI_URL` and friends: audit records shipped to Loki and read back from it.
     pub loki: Option<LokiConfig>,
     /// `BLOB_STORE_URL` (+ `AZURE_STORAGE_*` for `az://`).
@@ -43,8 +34,6 @@ pub struct Config {
     pub processing_ack_wait: Duration,
     /// `CONTENT_PROCESSING_MAX_ATTEMPTS` (default 5): attempts before a job is `failed`.
     pub processing_max_attempts: u32,
-    /// Logs, metrics and traces (`LOG_FORMAT`, `RUST_LOG`, `OTEL_*`).
-    pub telemetry: TelemetryConfig,
 }
 
 /// Where the bytes live (`shared/spec/content-api.md`, "Storage").
@@ -72,7 +61,6 @@ pub enum VirusScan {
     Skipped,
 }
 
-const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:55432/international_center";
 /// The development blob store: a directory under the working directory's `.dev/`.
 pub const DEV_BLOB_STORE: &str = ".dev/content-api/blobs";
 const BLOB_FORM: &str = "file:///absolute/path or az://<container>";
@@ -80,49 +68,14 @@ const BLOB_FORM: &str = "file:///absolute/path or az://<container>";
 impl Config {
     /// Parses and validates the environment map.
     pub fn from_env(vars: Env) -> Result<Self, ConfigError> {
-        let environment: Environment = vars.parse_or(
-            "ENVIRONMENT",
-            "development, staging or production",
-            Environment::Development,
+        let backend = BackendSettings::from_env(
+            &vars,
+            crate::SERVICE_NAME,
+            crate::VERSION,
+            "CONTENT_API_PORT",
+            8081,
         )?;
-        let database_url = vars.required_outside_dev(
-            environment,
-            &["DATABASE_URL", "DATABASE_CONNECTION_STRING"],
-            "postgres://user:password@host:port/database",
-            DEV_DATABASE_URL,
-        )?;
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(ConfigError::invalid(
-                "DATABASE_URL",
-                "postgres://user:password@host:port/database",
-            ));
-        }
-        let nats_url = vars.required_outside_dev(
-            environment,
-            &["NATS_URL"],
-            "nats://host:port",
-            "nats://127.0.0.1:4222",
-        )?;
-        let app_api_token = vars.secret("APP_API_TOKEN");
-        if environment == Environment::Production
-            && app_api_token.is_none()
-            && !vars.flag("ALLOW_UNAUTHENTICATED_BACKEND", false)?
-        {
-            return Err(ConfigError::Unsafe(
-                "APP_API_TOKEN must be set in production (or ALLOW_UNAUTHENTICATED_BACKEND=true to accept forgeable identity headers)".into(),
-            ));
-        }
-        let database_max_connections: u32 = vars.parse_or(
-            "DATABASE_MAX_CONNECTIONS",
-            "a number of connections (1-1000)",
-            10,
-        )?;
-        if !(1..=1000).contains(&database_max_connections) {
-            return Err(ConfigError::invalid(
-                "DATABASE_MAX_CONNECTIONS",
-                "a number of connections (1-1000)",
-            ));
-        }
+        let environment = backend.environment;
         let max_upload_bytes: u64 = vars.parse_or(
             "CONTENT_MAX_UPLOAD_BYTES",
             "a size in bytes (1 to 5497558138880)",
@@ -176,30 +129,19 @@ impl Config {
         }
         Ok(Self {
             loki: LokiConfig::from_env(&vars)?,
-            host: vars.parse_or(
-                "HOST",
-                "an IP address such as 0.0.0.0",
-                IpAddr::from([0, 0, 0, 0]),
-            )?,
-            port: vars.port("CONTENT_API_PORT", 8081)?,
             blob_store: blob_store(&vars, environment)?,
             virus_scan: virus_scan(&vars, environment)?,
-            environment,
-            database_url: Secret::new(database_url),
-            database_max_connections,
-            nats_url,
-            app_api_token,
+            backend,
             max_upload_bytes,
             allowed_mime_types,
             processing_ack_wait: Duration::from_secs(processing_ack_wait),
             processing_max_attempts,
-            telemetry: vars.telemetry(crate::SERVICE_NAME, crate::VERSION, environment)?,
         })
     }
 
     /// The telemetry settings.
     pub fn telemetry(&self) -> TelemetryConfig {
-        self.telemetry.clone()
+        self.backend.telemetry.clone()
     }
 }
 
@@ -304,7 +246,7 @@ mod tests {
     #[test]
     fn development_has_working_defaults() {
         let config = Config::from_env(env(&[])).unwrap();
-        assert_eq!(config.port, 8081);
+        assert_eq!(config.backend.port, 8081);
         assert_eq!(config.max_upload_bytes, 100 * 1024 * 1024);
         assert!(
             matches!(&config.blob_store, BlobStoreConfig::File(p) if p.as_path() == std::path::Path::new(DEV_BLOB_STORE))
@@ -393,7 +335,6 @@ mod tests {
             ("CONTENT_VIRUS_SCAN", "maybe"),
             ("CONTENT_PROCESSING_ACK_WAIT_SECONDS", "1"),
             ("CONTENT_PROCESSING_MAX_ATTEMPTS", "0"),
-            ("DATABASE_URL", "mysql://x"),
         ] {
             let err = Config::from_env(env(&[(name, value)])).unwrap_err();
             assert!(err.to_string().contains(name), "{name}={value}: {err}");

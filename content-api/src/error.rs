@@ -62,21 +62,12 @@ impl Error {
 /// Lost connections are 503; a check constraint that still fires is the client's value.
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err {
-            match db.code().as_deref() {
-                Some("23514" | "22001" | "22P02" | "22021") => {
-                    return Self::validation("body", "a value is out of range");
-                }
-                Some("40P01" | "40001") => return Self::Unavailable(err),
-                _ => {}
+        match ic_backend::classify(&err) {
+            ic_backend::DbFailure::ClientValue => {
+                Self::validation("body", "a value is out of range")
             }
-        }
-        match err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolClosed => Self::Unavailable(err),
-            other => Self::Database(other),
+            ic_backend::DbFailure::Unavailable => Self::Unavailable(err),
+            ic_backend::DbFailure::Other => Self::Database(err),
         }
     }
 }

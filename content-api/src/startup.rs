@@ -18,7 +18,7 @@ use ic_http::{
     fallback_method_not_allowed, fallback_not_found,
 };
 use ic_telemetry::{metrics_handler, track_http};
-use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -115,12 +115,9 @@ pub enum StartupError {
     /// A port could not be bound.
     #[error(transparent)]
     Bind(#[from] ic_http::serve::BindError),
-    /// The database URL is unusable.
-    #[error("database configuration")]
-    Database(#[source] sqlx::Error),
-    /// The NATS URL is unusable.
-    #[error("NATS connection")]
-    Nats(#[source] async_nats::ConnectError),
+    /// Postgres or NATS cannot be set up.
+    #[error(transparent)]
+    Connect(#[from] ic_backend::ConnectError),
     /// The blob store cannot be opened.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -136,16 +133,7 @@ pub fn health(
     clamd: Option<Clamd>,
 ) -> Health {
     let mut checks = vec![
-        Check::new("postgres", Criticality::Critical, move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-                    .map_err(|_| "query failed".to_owned())
-            }
-        }),
+        ic_backend::postgres_check(pool),
         Check::new("blob_store", Criticality::Critical, move || {
             let store = store.clone();
             async move {
@@ -156,15 +144,7 @@ pub fn health(
                     .map_err(|e| format!("{} unreachable: {e}", store.kind().as_str()))
             }
         }),
-        Check::new("nats", Criticality::Optional, move || {
-            let state = nats.connection_state();
-            async move {
-                match state {
-                    async_nats::connection::State::Connected => Ok(()),
-                    other => Err(format!("connection {other:?}").to_lowercase()),
-                }
-            }
-        }),
+        ic_backend::nats_check(nats),
     ];
     if let Some(clamd) = clamd {
         checks.push(Check::new("clamd", Criticality::Optional, move || {
@@ -216,23 +196,9 @@ pub struct App {
 impl App {
     /// Connects (lazily: Postgres and NATS may come up later), opens the store, binds.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let options: sqlx::postgres::PgConnectOptions = config
-            .database_url
-            .expose()
-            .parse()
-            .map_err(StartupError::Database)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options);
-        let nats = async_nats::ConnectOptions::new()
-            .name(SERVICE_NAME)
-            .retry_on_initial_connect()
-            .connect(config.nats_url.as_str())
-            .await
-            .map_err(StartupError::Nats)?;
+        let (pool, nats) = ic_backend::connect(&config.backend, SERVICE_NAME).await?;
         let store = BlobStore::open(&config.blob_store)?;
-        let environment = config.environment.as_str();
+        let environment = config.backend.environment.as_str();
         let metrics = Metrics::new();
         let (access_log, access_log_writer) =
             AccessLog::new(pool.clone(), metrics.clone(), BUFFER_ENTRIES);
@@ -271,9 +237,9 @@ impl App {
         let router = app(
             state,
             health(environment, pool.clone(), nats.clone(), store, clamd),
-            AppToken(config.app_api_token.clone()),
+            AppToken(config.backend.app_api_token.clone()),
         );
-        let addr = SocketAddr::new(config.host, config.port);
+        let addr = SocketAddr::new(config.backend.host, config.backend.port);
         let listener = ic_http::serve::bind(addr).await?;
         Ok(Self {
             listener,

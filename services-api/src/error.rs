@@ -105,24 +105,13 @@ impl From<sqlx::Error> for Error {
             if let Some(field) = db.constraint().and_then(check_constraint_field) {
                 return Self::validation(field, format!("{field} is out of range"));
             }
-            match db.code().as_deref() {
-                // 23514 check_violation, 22001 string too long, 22P02 invalid text,
-                // 22021 bad encoding: a client value the domain layer let through.
-                Some("23514" | "22001" | "22P02" | "22021") => {
-                    return Self::validation("body", "a value is out of range");
-                }
-                // Deadlock or serialization failure between concurrent writes: nothing
-                // was written; the client may retry.
-                Some("40P01" | "40001") => return Self::Unavailable(err),
-                _ => {}
-            }
         }
-        match err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolClosed => Self::Unavailable(err),
-            other => Self::Database(other),
+        match ic_backend::classify(&err) {
+            ic_backend::DbFailure::ClientValue => {
+                Self::validation("body", "a value is out of range")
+            }
+            ic_backend::DbFailure::Unavailable => Self::Unavailable(err),
+            ic_backend::DbFailure::Other => Self::Database(err),
         }
     }
 }

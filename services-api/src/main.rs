@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
     };
     // `<binary> healthcheck`: the container's HEALTHCHECK (the image has no curl).
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return ic_http::serve::healthcheck(config.host, config.port);
+        return ic_http::serve::healthcheck(config.backend.host, config.backend.port);
     }
     let _telemetry = ic_telemetry::init(&config.telemetry());
     let app = match App::build(config).await {

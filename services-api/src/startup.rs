@@ -15,7 +15,7 @@ use ic_audit::{
     loki::{LokiClient, Shipper, ShipperConfig},
 };
 use ic_events::{Relay, RelayConfig};
-use ic_health::{Check, Criticality, Health, HealthInfo};
+use ic_health::{Health, HealthInfo};
 use ic_http::{
     RequestContext,
     app_token::{AppToken, require_app_token},
@@ -24,7 +24,7 @@ use ic_http::{
     fallback_method_not_allowed, fallback_not_found,
 };
 use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
-use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -78,12 +78,9 @@ pub enum StartupError {
     /// A port could not be bound.
     #[error(transparent)]
     Bind(#[from] ic_http::serve::BindError),
-    /// The database URL is unusable.
-    #[error("database configuration")]
-    Database(#[source] sqlx::Error),
-    /// The NATS URL is unusable.
-    #[error("NATS connection")]
-    Nats(#[source] async_nats::ConnectError),
+    /// Postgres or NATS cannot be set up.
+    #[error(transparent)]
+    Connect(#[from] ic_backend::ConnectError),
 }
 
 /// The readiness checks: Postgres is critical, NATS optional (writes go to the outbox
@@ -92,36 +89,11 @@ pub fn health(environment: &str, pool: PgPool, nats: async_nats::Client) -> Heal
     Health::new(
         HealthInfo::new(SERVICE_NAME, VERSION, environment),
         vec![
-            Check::new("postgres", Criticality::Critical, move || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query("SELECT 1")
-                        .execute(&pool)
-                        .await
-                        .map(drop)
-                        .map_err(|e| format!("query failed: {}", short(&e)))
-                }
-            }),
-            Check::new("nats", Criticality::Optional, move || {
-                let state = nats.connection_state();
-                async move {
-                    match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("connection {other:?}").to_lowercase()),
-                    }
-                }
-            }),
+            ic_backend::postgres_check(pool),
+            ic_backend::nats_check(nats),
         ],
         Duration::from_secs(2),
     )
-}
-
-fn short(err: &sqlx::Error) -> &'static str {
-    match err {
-        sqlx::Error::PoolTimedOut => "timed out waiting for a connection",
-        sqlx::Error::Io(_) => "connection refused or lost",
-        _ => "database error",
-    }
 }
 
 /// The router as a development deployment has it (no app token, its own metrics): for
@@ -171,22 +143,8 @@ pub struct App {
 impl App {
     /// Connects (lazily: Postgres and NATS may come up later), binds the port.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let options: sqlx::postgres::PgConnectOptions = config
-            .database_url
-            .expose()
-            .parse()
-            .map_err(StartupError::Database)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options);
-        let nats = async_nats::ConnectOptions::new()
-            .name(SERVICE_NAME)
-            .retry_on_initial_connect()
-            .connect(config.nats_url.as_str())
-            .await
-            .map_err(StartupError::Nats)?;
-        let environment = config.environment.as_str();
+        let (pool, nats) = ic_backend::connect(&config.backend, SERVICE_NAME).await?;
+        let environment = config.backend.environment.as_str();
         let mut state = AppState::new(pool.clone(), nats.clone(), environment);
         let mut shipper = None;
         if let Some(loki) = config.loki.clone() {
@@ -198,9 +156,9 @@ impl App {
             state,
             health(environment, pool.clone(), nats.clone()),
             HttpMetrics::default(),
-            AppToken(config.app_api_token.clone()),
+            AppToken(config.backend.app_api_token.clone()),
         );
-        let addr = SocketAddr::new(config.host, config.port);
+        let addr = SocketAddr::new(config.backend.host, config.backend.port);
         let listener = ic_http::serve::bind(addr).await?;
         Ok(Self {
             listener,

@@ -17,14 +17,13 @@ use content_api::{
     startup::UploadRules,
     storage::BlobStore,
 };
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{Method, Request};
 use ic_events::{Relay, RelayConfig};
 use ic_http::{Secret, app_token::AppToken};
 use ic_testkit::NatsServer;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use uuid::Uuid;
 
 pub const ADMIN: &str = "editor-1";
@@ -70,6 +69,7 @@ pub struct TestApp {
     pub store: BlobStore,
     pub blob_config: BlobStoreConfig,
     pub nats: NatsServer,
+    pub js: async_nats::jetstream::Context,
     _dir: Option<tempfile::TempDir>,
     token: CancellationToken,
 }
@@ -80,40 +80,7 @@ impl Drop for TestApp {
     }
 }
 
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub bytes: Vec<u8>,
-}
-
-impl TestResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the envelope's code and returns `details.field`.
-    pub fn error(&self, status: u16, code: &str) -> Option<String> {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
-        assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
-        for key in [
-            "message",
-            "correlation_id",
-            "trace_id",
-            "service_name",
-            "timestamp",
-        ] {
-            assert!(
-                !self.body["error"][key].is_null(),
-                "envelope lacks {key}: {}",
-                self.body
-            );
-        }
-        self.body["error"]["details"]["field"]
-            .as_str()
-            .map(str::to_owned)
-    }
-}
+pub use ic_testkit::app::TestResponse;
 
 pub async fn migrate(pool: &PgPool) {
     let mut conn = pool.acquire().await.expect("connection");
@@ -156,6 +123,7 @@ impl TestApp {
             .connect(nats_server.url())
             .await
             .expect("nats connect");
+        let js = async_nats::jetstream::new(nats.clone());
         let (blob_config, dir) = blob_config(options.store);
         let store = BlobStore::open(&blob_config).expect("open store");
         let metrics = Metrics::new();
@@ -221,31 +189,14 @@ impl TestApp {
             store,
             blob_config,
             nats: nats_server,
+            js,
             _dir: dir,
             token,
         }
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse {
-            status,
-            headers,
-            body,
-            bytes,
-        }
+        ic_testkit::app::call(&self.router, request).await
     }
 
     pub async fn request(

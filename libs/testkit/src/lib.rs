@@ -5,9 +5,11 @@
 //! a private instance with [`NatsServer`] or [`PostgresServer`]; both find their binaries
 //! the way the harness does (`PATH`, `/usr/sbin`, `/usr/lib/postgresql/*/bin`).
 
+pub mod app;
 pub mod browser;
 pub mod fake_loki;
 pub mod jwt;
+pub mod nats;
 pub mod process;
 pub mod storage;
 

@@ -5,13 +5,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{
-    self,
-    consumer::{AckPolicy, DeliverPolicy, pull},
-};
+use async_nats::jetstream;
 use axum::{Router, body::Body};
-use futures::StreamExt;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{Method, Request};
 use ic_audit::loki::{LokiClient, LokiConfig, Shipper, ShipperConfig};
 use ic_events::{Relay, RelayConfig};
 use ic_http::{Secret, app_token::AppToken};
@@ -19,7 +15,6 @@ use serde_json::{Value, json};
 use services_api::{AppState, OUTBOX};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use uuid::Uuid;
 
 pub const ADMIN: &str = "admin-1";
@@ -43,41 +38,7 @@ impl Drop for TestApp {
     }
 }
 
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub bytes: Vec<u8>,
-}
-
-impl TestResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the envelope's code and returns `details.field`.
-    pub fn error(&self, status: u16, code: &str) -> Option<String> {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
-        assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
-        for key in [
-            "message",
-            "correlation_id",
-            "trace_id",
-            "span_id",
-            "service_name",
-            "timestamp",
-        ] {
-            assert!(
-                !self.body["error"][key].is_null(),
-                "envelope lacks {key}: {}",
-                self.body
-            );
-        }
-        self.body["error"]["details"]["field"]
-            .as_str()
-            .map(str::to_owned)
-    }
-}
+pub use ic_testkit::app::TestResponse;
 
 pub async fn migrate(pool: &PgPool) {
     let mut conn = pool.acquire().await.expect("connection");
@@ -161,25 +122,7 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse {
-            status,
-            headers,
-            body,
-            bytes,
-        }
+        ic_testkit::app::call(&self.router, request).await
     }
 
     pub async fn request(
@@ -272,60 +215,7 @@ impl TestApp {
     }
 }
 
-/// Every message of `stream` (optionally filtered by subject) as JSON.
-pub async fn stream_messages(
-    js: &jetstream::Context,
-    stream: &str,
-    filter_subject: &str,
-) -> Vec<(String, HeaderMap, Value)> {
-    let stream = js.get_stream(stream).await.expect("stream exists");
-    let consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: filter_subject.to_owned(),
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let mut consumer = consumer;
-    let pending = consumer.info().await.unwrap().num_pending as usize;
-    let mut out = Vec::new();
-    while out.len() < pending {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(pending - out.len())
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .unwrap();
-        let before = out.len();
-        while let Some(Ok(m)) = batch.next().await {
-            let mut headers = HeaderMap::new();
-            if let Some(h) = &m.headers {
-                for (k, values) in h.iter() {
-                    if let Some(v) = values.first() {
-                        headers.insert(
-                            http::HeaderName::from_bytes(AsRef::<str>::as_ref(k).as_bytes())
-                                .unwrap(),
-                            v.as_str().parse().unwrap(),
-                        );
-                    }
-                }
-            }
-            out.push((
-                m.subject.to_string(),
-                headers,
-                serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
-            ));
-        }
-        if out.len() == before {
-            break;
-        }
-    }
-    out
-}
+pub use ic_testkit::nats::stream_messages;
 
 /// The domain events on `IC_EVENTS` carrying `correlation_id`.
 pub async fn events_with_correlation(
