@@ -124,20 +124,7 @@ async fn update_content(
     let after = db::content::get(&mut *tx, id)
         .await?
         .ok_or(Error::NotFound("content"))?;
-    state
-        .record(
-            &mut tx,
-            &actor.ctx,
-            Change {
-                entity_type: "content",
-                entity_id: id,
-                action: "updated",
-                operation: OperationType::Update,
-                before: serde_json::to_value(&before).ok(),
-                after: serde_json::to_value(&after).ok(),
-            },
-        )
-        .await?;
+    record(&state, &mut tx, &actor, "updated", &before, Some(&after)).await?;
     tx.commit().await?;
     Ok(Json(after))
 }
@@ -150,22 +137,38 @@ async fn delete_content(
     let mut tx = state.pool.begin().await?;
     let before = live_locked(&mut tx, id).await?;
     db::content::soft_delete(&mut tx, id, &actor.identity.user_id).await?;
+    record(&state, &mut tx, &actor, "deleted", &before, None).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records an update (`after` given) or a delete of a file: its event and audit record.
+async fn record(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    actor: &Actor,
+    action: &'static str,
+    before: &ContentRecord,
+    after: Option<&ContentRecord>,
+) -> Result<(), Error> {
     state
         .record(
-            &mut tx,
+            tx,
             &actor.ctx,
             Change {
                 entity_type: "content",
-                entity_id: id,
-                action: "deleted",
-                operation: OperationType::Delete,
-                before: serde_json::to_value(&before).ok(),
-                after: None,
+                entity_id: before.content_id,
+                action,
+                operation: if after.is_some() {
+                    OperationType::Update
+                } else {
+                    OperationType::Delete
+                },
+                before: serde_json::to_value(before).ok(),
+                after: after.and_then(|a| serde_json::to_value(a).ok()),
             },
         )
-        .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+        .await
 }
 
 /// Puts a file back to `processing` and queues a job (reprocess or rescan).
@@ -182,20 +185,7 @@ async fn requeue(
         .await?
         .ok_or(Error::NotFound("content"))?;
     if before.status() != UploadStatus::Processing {
-        state
-            .record(
-                &mut tx,
-                &actor.ctx,
-                Change {
-                    entity_type: "content",
-                    entity_id: id,
-                    action: "updated",
-                    operation: OperationType::Update,
-                    before: serde_json::to_value(&before).ok(),
-                    after: serde_json::to_value(&after).ok(),
-                },
-            )
-            .await?;
+        record(state, &mut tx, actor, "updated", &before, Some(&after)).await?;
     }
     processing::enqueue(&mut tx, &actor.ctx, id, reason).await?;
     tx.commit().await?;

@@ -199,33 +199,8 @@ async fn download_content(
         AccessEntry::start(&ctx, &headers, id, AccessType::Download, state.store.name());
     let etag = format!("\"{}\"", record.content_hash);
     let size = u64::try_from(record.file_size).unwrap_or(0);
-    let mut response_headers = HeaderMap::new();
-    let set = |map: &mut HeaderMap, name: header::HeaderName, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            map.insert(name, value);
-        }
-    };
-    set(&mut response_headers, header::ETAG, &etag);
-    set(
-        &mut response_headers,
-        header::CACHE_CONTROL,
-        if record.access() == AccessLevel::Public {
-            IMMUTABLE
-        } else {
-            PRIVATE
-        },
-    );
+    let mut response_headers = delivery_headers(&record, &etag);
     set(&mut response_headers, header::ACCEPT_RANGES, "bytes");
-    set(
-        &mut response_headers,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; sandbox",
-    );
-    set(
-        &mut response_headers,
-        header::X_CONTENT_TYPE_OPTIONS,
-        "nosniff",
-    );
     set(
         &mut response_headers,
         header::HeaderName::from_static("x-content-hash"),
@@ -384,6 +359,36 @@ async fn download_content(
     }
 }
 
+/// Sets a header whose value is built from data (skipped if it cannot be a header).
+fn set(map: &mut HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        map.insert(name, value);
+    }
+}
+
+/// What every answer carrying a file's bytes (or a preview) has: its `ETag`, caching by
+/// access level, and the headers that keep a browser from running it.
+fn delivery_headers(record: &ContentRecord, etag: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    set(&mut headers, header::ETAG, etag);
+    set(
+        &mut headers,
+        header::CACHE_CONTROL,
+        if record.access() == AccessLevel::Public {
+            IMMUTABLE
+        } else {
+            PRIVATE
+        },
+    );
+    set(
+        &mut headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox",
+    );
+    set(&mut headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    headers
+}
+
 /// The object's bytes (or a range of them) as a streamed body.
 async fn body_of(
     state: &AppState,
@@ -444,32 +449,7 @@ async fn preview_content(
         size.as_str(),
         format.extension()
     );
-    let mut response_headers = HeaderMap::new();
-    let set = |map: &mut HeaderMap, name: header::HeaderName, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            map.insert(name, value);
-        }
-    };
-    set(&mut response_headers, header::ETAG, &etag);
-    set(
-        &mut response_headers,
-        header::CACHE_CONTROL,
-        if record.access() == AccessLevel::Public {
-            IMMUTABLE
-        } else {
-            PRIVATE
-        },
-    );
-    set(
-        &mut response_headers,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; sandbox",
-    );
-    set(
-        &mut response_headers,
-        header::X_CONTENT_TYPE_OPTIONS,
-        "nosniff",
-    );
+    let mut response_headers = delivery_headers(&record, &etag);
     if if_none_match(&headers, &etag) {
         entry.status = 304;
         entry.cache_hit = true;
