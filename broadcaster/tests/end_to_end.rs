@@ -56,6 +56,22 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 /// admin-gateway in front of services-api at `backend`, trusting a fresh issuer's keys;
 /// its URL, the issuer's token for an admin, and the token stopping it.
 async fn admin_gateway(backend: &str, nats_url: &str) -> (String, String, CancellationToken) {
+    admin_gateway_to(
+        &[("SERVICES_API_URL", backend)],
+        "services-manager",
+        nats_url,
+    )
+    .await
+}
+
+/// admin-gateway in front of the `upstreams` (`SERVICES_API_URL`, `CONTENT_API_URL`),
+/// trusting a fresh issuer's keys; its URL, a token for `editor-1` with `role`, and the
+/// token stopping it.
+async fn admin_gateway_to(
+    upstreams: &[(&str, &str)],
+    role: &str,
+    nats_url: &str,
+) -> (String, String, CancellationToken) {
     use ic_testkit::jwt::{JwksServer, RsaIssuer, claims};
     ic_telemetry::install_crypto_provider();
     let issuer = RsaIssuer::generate("k1");
@@ -65,10 +81,10 @@ async fn admin_gateway(backend: &str, nats_url: &str) -> (String, String, Cancel
         ("ADMIN_GATEWAY_PORT", "0".to_owned()),
         ("AUTHENTIK_ISSUER_URL", jwks.issuer()),
         ("AUTHENTIK_ADMIN_AUDIENCE", "ic-admin".to_owned()),
-        ("SERVICES_API_URL", backend.to_owned()),
         ("NATS_URL", nats_url.to_owned()),
     ]
     .into_iter()
+    .chain(upstreams.iter().map(|(k, v)| (*k, (*v).to_owned())))
     .collect();
     let app = admin_gateway::App::build(admin_gateway::config::Config::from_env(env).unwrap())
         .await
@@ -80,7 +96,7 @@ async fn admin_gateway(backend: &str, nats_url: &str) -> (String, String, Cancel
         &jwks.issuer(),
         "ic-admin",
         "editor-1",
-        &["services-manager"],
+        &[role],
         300,
     ));
     (url, token, stop)
@@ -236,4 +252,165 @@ async fn a_rotated_secret_pair_verifies_with_either_secret() {
         "and one holding neither does not"
     );
     broadcaster.stop().await;
+}
+
+/// The URL of database `pool` on the harness's PostgreSQL.
+fn url_of(pool: &sqlx::PgPool) -> String {
+    ic_testkit::database_url(
+        pool.connect_options()
+            .get_database()
+            .expect("a test database"),
+    )
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_upload_through_admin_gateway_is_scanned_announced_and_served_by_public_gateway(
+    pool: sqlx::PgPool,
+) {
+    let mut conn = pool.acquire().await.unwrap();
+    ic_migrations::up_all(&mut conn).await.expect("migrations");
+    drop(conn);
+    ic_telemetry::install_crypto_provider();
+    let nats = NatsServer::start();
+    let blobs = tempfile::tempdir().unwrap();
+    #[allow(clippy::disallowed_methods)] // the harness's clamd
+    let clamd = std::env::var("IC_TEST_CLAMD_ADDRESS")
+        .expect("IC_TEST_CLAMD_ADDRESS from cargo xtask test");
+    let env: ic_config::Env = [
+        ("HOST", "127.0.0.1".to_owned()),
+        ("CONTENT_API_PORT", "0".to_owned()),
+        ("DATABASE_URL", url_of(&pool)),
+        ("NATS_URL", nats.url()),
+        (
+            "BLOB_STORE_URL",
+            format!("file://{}", blobs.path().display()),
+        ),
+        ("CLAMD_ADDRESS", clamd),
+    ]
+    .into_iter()
+    .collect();
+    let content = content_api::App::build(content_api::config::Config::from_env(env).unwrap())
+        .await
+        .unwrap();
+    let content_url = format!("http://127.0.0.1:{}", content.port());
+    let content_stop = content.shutdown_token();
+    tokio::spawn(content.run_until_stopped());
+    let receiver = Receiver::ok().await;
+    let broadcaster = start(
+        &nats.url(),
+        &subscription(
+            "website",
+            &receiver.url("/files"),
+            ", event_types: ['org.internationalcenter.content.content.available']",
+        ),
+        &[],
+    )
+    .await;
+    let (admin, bearer, admin_stop) = admin_gateway_to(
+        &[("CONTENT_API_URL", &content_url)],
+        "content-manager",
+        &nats.url(),
+    )
+    .await;
+    let env: ic_config::Env = [
+        ("HOST", "127.0.0.1".to_owned()),
+        ("PUBLIC_GATEWAY_PORT", "0".to_owned()),
+        ("CONTENT_API_URL", content_url.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let public = public_gateway::App::build(public_gateway::config::Config::from_env(env).unwrap())
+        .await
+        .unwrap();
+    let public_url = format!("http://127.0.0.1:{}", public.port());
+    let public_stop = public.shutdown_token();
+    tokio::spawn(public.run_until_stopped());
+
+    let bytes = {
+        let mut b = b"%PDF-1.7\n".to_vec();
+        b.extend((0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+        b
+    };
+    let (boundary, body) = ic_testkit::multipart::form(
+        "Guide.pdf",
+        Some("application/pdf"),
+        &bytes,
+        &[("access_level", "public")],
+    );
+    let client = reqwest::Client::new();
+    let accepted = client
+        .post(format!("{admin}/admin/api/v1/content/upload"))
+        .bearer_auth(&bearer)
+        .header(
+            "content-type",
+            ic_testkit::multipart::content_type(&boundary),
+        )
+        .header("x-correlation-id", CORRELATION_ID)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let accepted: serde_json::Value = accepted.json().await.unwrap();
+    let id = accepted["content_id"].as_str().unwrap().to_owned();
+    assert_eq!(accepted["upload_correlation_id"], CORRELATION_ID);
+
+    // Scanned clean by clamd, announced to the subscriber with the upload's ids.
+    let request = receiver.wait_for("/files", 1).await.remove(0);
+    let event = request.json();
+    assert_eq!(
+        event["type"],
+        "org.internationalcenter.content.content.available"
+    );
+    assert_eq!(event["subject"], id.as_str());
+    assert_eq!(event["correlationid"], CORRELATION_ID);
+    assert_eq!(event["data"]["created_by"], "editor-1", "the token's user");
+
+    // Served through public-gateway, ranges and validators intact.
+    let url = format!("{public_url}/api/v1/content/{id}/download");
+    let whole = client.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    let etag = whole.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(
+        whole.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(whole.bytes().await.unwrap() == bytes);
+    let part = client
+        .get(&url)
+        .header("range", "bytes=0-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), b"%PDF-1.7");
+    let cached = client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    // The alias and the list.
+    let listed: serde_json::Value = client
+        .get(format!("{public_url}/content"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["content"][0]["content_id"], id.as_str());
+    // Staff routes are not public.
+    let refused = client
+        .get(format!("{public_url}/admin/api/v1/content/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+
+    broadcaster.stop().await;
+    admin_stop.cancel();
+    public_stop.cancel();
+    content_stop.cancel();
 }

@@ -374,24 +374,18 @@ async fn load_demo_files(admin: &str, token: &str) -> anyhow::Result<()> {
         ),
     ];
     for (name, mime, bytes, tags) in files {
-        let boundary = "ic-demo-file-boundary-5b1f0c";
-        let mut body = Vec::new();
-        for (field, value) in [("access_level", "public"), ("tags", tags)] {
-            body.extend_from_slice(
-                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n").as_bytes(),
-            );
-        }
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {mime}\r\n\r\n").as_bytes(),
+        let (boundary, body) = ic_testkit::multipart::form(
+            name,
+            Some(mime),
+            bytes,
+            &[("access_level", "public"), ("tags", tags)],
         );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let res = client
             .post(format!("{admin}/admin/api/v1/content/upload"))
             .bearer_auth(token)
             .header(
                 "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
+                ic_testkit::multipart::content_type(&boundary),
             )
             .body(body)
             .send()

@@ -316,35 +316,7 @@ impl TestApp {
     }
 }
 
-/// A multipart/form-data body.
-pub fn multipart(
-    filename: &str,
-    content_type: Option<&str>,
-    bytes: &[u8],
-    fields: &[(&str, &str)],
-) -> (String, Vec<u8>) {
-    let boundary = format!("b{}", Uuid::new_v4().simple());
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n")
-            .as_bytes(),
-    );
-    if let Some(ct) = content_type {
-        body.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
-    }
-    body.extend_from_slice(b"\r\n");
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (boundary, body)
-}
+pub use ic_testkit::multipart::form as multipart;
 
 /// A small, valid-looking PDF of `n` bytes (magic number first), distinct per `seed`.
 pub fn pdf(n: usize, seed: u8) -> Vec<u8> {

@@ -9,6 +9,7 @@ pub mod app;
 pub mod browser;
 pub mod fake_loki;
 pub mod jwt;
+pub mod multipart;
 pub mod nats;
 pub mod process;
 pub mod storage;
