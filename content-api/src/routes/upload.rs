@@ -83,7 +83,8 @@ async fn upload_content(
     let mut staged = None;
     let form = read_form(&state, multipart, &mut staged).await;
     let result = match form {
-        Ok(metadata) => match staged.take() {
+        // On any failure below the staged object is deleted (a no-op once it was moved).
+        Ok(metadata) => match &staged {
             Some(file) => store(&state, &actor, file, metadata).await,
             None => Err(Error::validation("file", "a file field is required")),
         },
@@ -252,7 +253,7 @@ async fn finish(writer: BlobWriter, written: Result<(), Error>) -> Result<(), Er
 async fn store(
     state: &AppState,
     actor: &Actor,
-    file: Staged,
+    file: &Staged,
     metadata: Metadata,
 ) -> Result<(StatusCode, Json<Value>), Error> {
     let content_id = Uuid::now_v7();
@@ -336,7 +337,7 @@ async fn store(
         StatusCode::ACCEPTED,
         Json(json!({
             "content_id": content_id,
-            "original_filename": file.filename,
+            "original_filename": &file.filename,
             "file_size": file.size,
             "mime_type": file.known.mime,
             "upload_status": "processing",
