@@ -1259,17 +1259,41 @@ async fn the_openapi_document_describes_exactly_the_routes_the_gateway_lets_thro
 /// The OpenAPI document against the gateway's behaviour, as a user of the API would check
 /// it: schemathesis (PyPI, in the harness's venv, `IC_TEST_PYTHON`) generates valid and
 /// invalid requests from `/openapi.json` and runs every check on each answer, with the
-/// real services-api behind the gateway. Bounded (a fixed seed, 25 cases an operation);
-/// no failure is allowed. The content routes wait for content-api (nothing serves them
-/// here, so they would be 502s).
+/// real services-api and content-api behind the gateway. Bounded (a fixed seed, 25 cases
+/// an operation); no failure is allowed.
 #[sqlx::test(migrations = false)]
 async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx::PgPool) {
     #[allow(clippy::disallowed_methods)]
     let python = std::env::var("IC_TEST_PYTHON").expect("IC_TEST_PYTHON from cargo xtask test");
     let backend = common::services_api_with(&pool, "Contract check", "contract-check").await;
     ic_telemetry::install_crypto_provider();
+    let blobs = tempfile::tempdir().unwrap();
+    let nats = ic_testkit::NatsServer::start();
+    let content_env: ic_config::Env = [
+        ("HOST", "127.0.0.1".to_owned()),
+        ("CONTENT_API_PORT", "0".to_owned()),
+        (
+            "DATABASE_URL",
+            ic_testkit::database_url(pool.connect_options().get_database().unwrap()),
+        ),
+        ("NATS_URL", nats.url()),
+        (
+            "BLOB_STORE_URL",
+            format!("file://{}", blobs.path().display()),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let content =
+        content_api::App::build(content_api::config::Config::from_env(content_env).unwrap())
+            .await
+            .unwrap();
+    let content_url = format!("http://127.0.0.1:{}", content.port());
+    let content_stop = content.shutdown_token();
+    tokio::spawn(content.run_until_stopped());
     let env: Env = [
         ("SERVICES_API_URL", format!("http://{backend}")),
+        ("CONTENT_API_URL", content_url),
         ("PUBLIC_GATEWAY_PORT", "0".to_owned()),
     ]
     .into_iter()
@@ -1287,8 +1311,6 @@ async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx:
         .args([
             "--checks",
             "all",
-            "--exclude-path-regex",
-            "^/api/v1/content",
             "--max-examples",
             "25",
             "--seed",
@@ -1317,6 +1339,7 @@ async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx:
         "schemathesis found failures:\n{output}"
     );
     token.cancel();
+    content_stop.cancel();
     server.await.unwrap().unwrap();
 }
 

@@ -93,6 +93,50 @@ pub fn tags(raw: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
+/// The `tags` filter of the public list: a comma list of at most 50 tags of at most 50
+/// characters. `None` when a tag holds a control character: no stored tag does, so
+/// nothing can match.
+pub fn tags_filter(value: &str) -> Result<Option<Vec<String>>, ApiError> {
+    let tags: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::validation(
+            "tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    if tags.iter().any(|t| t.chars().count() > MAX_TAG_CHARS) {
+        return Err(ApiError::validation(
+            "tags",
+            format!("a tag has at most {MAX_TAG_CHARS} characters"),
+        ));
+    }
+    Ok((!tags.iter().any(|t| t.chars().any(char::is_control))).then_some(tags))
+}
+
+/// A MIME type filter: `type/subtype` of RFC 6838 token characters, at most 255.
+pub fn mime_filter(value: &str) -> Result<String, ApiError> {
+    let token = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    match value.split_once('/') {
+        Some((kind, sub)) if value.len() <= 255 && token(kind) && token(sub) => {
+            Ok(value.to_ascii_lowercase())
+        }
+        _ => Err(ApiError::validation(
+            "mime_type",
+            "mime_type must be a MIME type such as application/pdf",
+        )),
+    }
+}
+
 /// An enum-valued multipart field (`access_level`, `content_category`).
 pub fn enum_field<T: serde::de::DeserializeOwned>(
     field: &str,
@@ -162,6 +206,21 @@ mod tests {
         assert!(tags_field(&many.join(",")).is_err());
         assert!(tags_field(&"y".repeat(51)).is_err());
         assert!(tags_field("bad\u{7}tag").is_err());
+    }
+
+    #[test]
+    fn list_filters_are_bounded_and_unmatchable_tags_match_nothing() {
+        assert_eq!(
+            tags_filter("a, b,,").unwrap(),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(tags_filter("a,\u{16}b").unwrap(), None);
+        assert!(tags_filter(&"x,".repeat(51)).is_err());
+        assert!(tags_filter(&"y".repeat(51)).is_err());
+        assert_eq!(mime_filter("Application/PDF").unwrap(), "application/pdf");
+        for bad in ["null", "a/", "/b", "a/b/c", "a b/c", "a/b;q=1"] {
+            assert!(mime_filter(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

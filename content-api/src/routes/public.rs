@@ -77,10 +77,12 @@ pub struct PublicContent {
     pub content_hash: String,
     pub content_category: String,
     pub access_level: String,
+    pub upload_status: String,
     pub alt_text: Option<String>,
     pub description: Option<String>,
     pub tags: Vec<String>,
     pub created_on: chrono::DateTime<chrono::Utc>,
+    pub modified_on: Option<chrono::DateTime<chrono::Utc>>,
     pub download_url: String,
     pub preview_url: Option<String>,
 }
@@ -99,10 +101,12 @@ impl From<ContentRecord> for PublicContent {
             content_hash: r.content_hash,
             content_category: r.content_category,
             access_level: r.access_level,
+            upload_status: r.upload_status,
             alt_text: r.alt_text,
             description: r.description,
             tags: r.tags,
             created_on: r.created_on,
+            modified_on: r.modified_on,
         }
     }
 }
@@ -120,10 +124,20 @@ async fn list_content(
     let page = Page::new(q.page, q.limit, MAX_LIMIT)?;
     let mime_type = q
         .mime_type
-        .map(|m| ic_http::validate::text("mime_type", &m.to_ascii_lowercase(), 3, 255, false))
+        .as_deref()
+        .map(crate::domain::inputs::mime_filter)
         .transpose()?;
     let tags = match q.tags.as_deref() {
-        Some(tags) => crate::domain::inputs::tags_field(tags)?,
+        Some(tags) => match crate::domain::inputs::tags_filter(tags)? {
+            Some(tags) => tags,
+            // A tag no file can carry: an empty page.
+            None => {
+                return Ok(Json(ContentPage {
+                    content: Vec::new(),
+                    pagination: page.pagination(0),
+                }));
+            }
+        },
         None => Vec::new(),
     };
     let filter = PublicFilter {
