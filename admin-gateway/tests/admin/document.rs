@@ -64,3 +64,94 @@ async fn the_openapi_document_is_the_route_allowlist_with_a_bearer_scheme() {
     assert_eq!(documented, served);
     stack.stop().await;
 }
+
+/// Whatever a signed-in administrator sends, nothing behind admin-gateway answers a
+/// server error and every status is one the document lists: schemathesis (in the
+/// harness's venv) generates requests for every operation of `/openapi.json`, with an
+/// admin's token, against the real services-api and content-api. Bounded: a fixed seed,
+/// 10 cases an operation.
+#[sqlx::test(migrations = false)]
+async fn schemathesis_finds_no_server_error_behind_admin_gateway(pool: sqlx::PgPool) {
+    #[allow(clippy::disallowed_methods)]
+    let python = std::env::var("IC_TEST_PYTHON").expect("IC_TEST_PYTHON from cargo xtask test");
+    let mut conn = pool.acquire().await.unwrap();
+    ic_migrations::up_all(&mut conn).await.expect("migrations");
+    drop(conn);
+    ic_telemetry::install_crypto_provider();
+    let nats = ic_testkit::NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let services = services_api::development_app(pool.clone(), client);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let services_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, services).await });
+    let blobs = tempfile::tempdir().unwrap();
+    let env: ic_config::Env = [
+        ("HOST", "127.0.0.1".to_owned()),
+        ("CONTENT_API_PORT", "0".to_owned()),
+        (
+            "DATABASE_URL",
+            ic_testkit::database_url(pool.connect_options().get_database().unwrap()),
+        ),
+        ("NATS_URL", nats.url()),
+        (
+            "BLOB_STORE_URL",
+            format!("file://{}", blobs.path().display()),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let content = content_api::App::build(content_api::config::Config::from_env(env).unwrap())
+        .await
+        .unwrap();
+    let content_url = format!("http://127.0.0.1:{}", content.port());
+    let content_stop = content.shutdown_token();
+    tokio::spawn(content.run_until_stopped());
+    let stack = Stack::start(
+        &services_url,
+        &[
+            ("CONTENT_API_URL", &content_url),
+            ("NATS_URL", &nats.url()),
+            ("ADMIN_RATE_LIMIT_PER_MINUTE", "1000000"),
+        ],
+    )
+    .await;
+    let token = stack.token("fuzzer", &["admin"]);
+    let reports = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(&python)
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(format!("{}/openapi.json", stack.url))
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance",
+            "--header",
+            &format!("Authorization: Bearer {token}"),
+            "--max-examples",
+            "10",
+            "--seed",
+            "20261207",
+            "--workers",
+            "2",
+            "--no-color",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "20",
+        ])
+        .arg("--report-dir")
+        .arg(reports.path())
+        .current_dir(reports.path())
+        .output()
+        .await
+        .expect("schemathesis runs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        run.status.success(),
+        "schemathesis found failures:\n{output}"
+    );
+    content_stop.cancel();
+    stack.stop().await;
+}
