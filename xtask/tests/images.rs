@@ -325,3 +325,107 @@ async fn every_service_runs_read_only_as_1001_and_the_gateway_container_reaches_
         "{body}"
     );
 }
+
+/// Reads one HTTP request (headers and a `Content-Length` body) and answers 200.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                return Some(text);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_broadcaster_container_delivers_a_signed_webhook_to_the_host() {
+    let nats = ic_testkit::NatsServer::start();
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver_port = receiver.local_addr().unwrap().port();
+    let (sender, mut received) = tokio::sync::mpsc::channel::<String>(8);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = receiver.accept().await {
+            if let Some(request) = read_request(&mut socket).await {
+                let _ = sender.send(request).await;
+            }
+        }
+    });
+    let (_, image) = images()
+        .into_iter()
+        .find(|(b, _)| b == "broadcaster")
+        .unwrap();
+    let container = start(
+        &image,
+        &[
+            ("BROADCASTER_PORT", ic_testkit::free_port().to_string()),
+            (
+                "BROADCASTER_METRICS_PORT",
+                ic_testkit::free_port().to_string(),
+            ),
+            ("NATS_URL", nats.url()),
+            (
+                "WEBHOOK_URL",
+                format!("http://127.0.0.1:{receiver_port}/hook"),
+            ),
+            (
+                "WEBHOOK_SECRET",
+                "whsec_ZGVtby1zZWNyZXQtZm9yLWxvY2FsLWRldmVsb3BtZW50".to_owned(),
+            ),
+            ("BROADCASTER_ALLOW_PRIVATE_TARGETS", "true".to_owned()),
+        ],
+    );
+    healthy(&container, "broadcaster").await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    ic_events::streams::ensure(&js).await.unwrap();
+    let event = ic_events::CloudEvent::new(
+        "services-api",
+        "services",
+        "service",
+        "created",
+        "7d1c2b3a-0000-4000-8000-000000000001",
+        serde_json::json!({"title": "From a container"}),
+    );
+    js.publish(
+        "ic.services.service.created",
+        serde_json::to_vec(&event).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let request = tokio::time::timeout(Duration::from_secs(30), received.recv())
+        .await
+        .expect("a delivery within 30 s")
+        .unwrap();
+    let lower = request.to_ascii_lowercase();
+    assert!(request.starts_with("POST /hook "), "{request}");
+    for header in [
+        "webhook-id:",
+        "webhook-timestamp:",
+        "webhook-signature: v1,",
+    ] {
+        assert!(lower.contains(header), "{header} missing: {request}");
+    }
+    assert!(request.contains(&event.id.to_string()), "{request}");
+}
