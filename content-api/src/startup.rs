@@ -32,7 +32,7 @@ use crate::{
     processing::{Processor, ProcessorConfig, Scanner},
     routes,
     scan::Clamd,
-    storage::{BlobStore, StorageError},
+    storage::{BlobStore, InFlightUploads, StorageError},
 };
 
 /// What uploads are checked against.
@@ -65,6 +65,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Previews being generated.
     pub previews: InFlight,
+    /// Uploads being written (the lifecycle cleanup skips them).
+    pub uploads_in_flight: InFlightUploads,
 }
 
 impl AppState {
@@ -82,6 +84,7 @@ impl AppState {
             access_log,
             metrics,
             previews: InFlight::default(),
+            uploads_in_flight: InFlightUploads::default(),
             pool,
             recorder: ChangeRecorder::new(SERVICE_NAME, DOMAIN, environment.to_owned(), OUTBOX),
             jetstream: jetstream::new(nats),

@@ -334,6 +334,49 @@ pub struct PartialUpload {
     pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
+/// The staging objects this process is writing or committing: the lifecycle cleanup
+/// leaves them alone, whatever their age (an upload in flight is not an orphan).
+#[derive(Debug, Clone, Default)]
+pub struct InFlightUploads {
+    paths: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl InFlightUploads {
+    /// Registers `path` until the returned guard is dropped.
+    pub fn register(&self, path: &str) -> InFlightGuard {
+        self.lock().insert(path.to_owned());
+        InFlightGuard {
+            uploads: self.clone(),
+            path: path.to_owned(),
+        }
+    }
+
+    /// Whether `path` (or the partial file of it, `<path>#<n>`) is in flight.
+    pub fn contains(&self, path: &str) -> bool {
+        let base = path.split('#').next().unwrap_or(path);
+        self.lock().contains(base)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Keeps a staging path registered as in flight while it lives.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    uploads: InFlightUploads,
+    path: String,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.uploads.lock().remove(&self.path);
+    }
+}
+
 /// The steps of a storage probe, in milliseconds.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct ProbeTimings {

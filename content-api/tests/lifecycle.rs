@@ -201,3 +201,74 @@ async fn lifecycle_requests_are_validated(pool: sqlx::PgPool) {
     .await
     .error(400, "VALIDATION_ERROR");
 }
+
+/// A cleanup asked to take everything, run while an upload is being written, leaves that
+/// upload alone: it completes and is stored whole.
+#[sqlx::test(migrations = false)]
+async fn a_cleanup_leaves_uploads_in_flight_alone(pool: sqlx::PgPool) {
+    let mut options = common::Options::new(common::Store::File);
+    options.max_upload_bytes = 64 * 1024 * 1024;
+    let app = TestApp::with(pool, options).await;
+    let bytes = pdf(12 * 1024 * 1024, 34);
+    let (boundary, body) =
+        common::multipart("slow.pdf", None, &bytes, &[("access_level", "public")]);
+    let (first, rest) = body.split_at(10 * 1024 * 1024);
+    let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
+    sender
+        .unbounded_send(Ok(Bytes::copy_from_slice(first)))
+        .unwrap();
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri("/admin/api/v1/content/upload")
+        .header("x-user-id", common::ADMIN)
+        .header(
+            "content-type",
+            ic_testkit::multipart::content_type(&boundary),
+        )
+        .body(axum::body::Body::from_stream(receiver))
+        .unwrap();
+    let router = app.router.clone();
+    let upload = tokio::spawn(async move { ic_testkit::app::call(&router, request).await });
+    // The first 8 MiB part is on disk, in staging.
+    ic_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "a partial upload",
+        || async {
+            let res = app
+                .admin(
+                    Method::GET,
+                    "/admin/api/v1/content/lifecycle/orphaned?older_than_days=0",
+                    None,
+                )
+                .await;
+            let staged = std::fs::read_dir(match &app.blob_config {
+                content_api::config::BlobStoreConfig::File(dir) => dir.join("staging"),
+                content_api::config::BlobStoreConfig::Azure { .. } => unreachable!(),
+            })
+            .map(|d| d.count())
+            .unwrap_or(0);
+            (staged > 0).then_some(res)
+        },
+    )
+    .await;
+    let cleaned = app
+        .admin(
+            Method::POST,
+            "/admin/api/v1/content/lifecycle/cleanup",
+            Some(json!({"older_than_days": 0, "dry_run": false})),
+        )
+        .await;
+    assert_eq!(cleaned.body["files_processed"], 0, "{}", cleaned.body);
+    sender
+        .unbounded_send(Ok(Bytes::copy_from_slice(rest)))
+        .unwrap();
+    drop(sender);
+    let res = upload.await.unwrap();
+    assert_eq!(res.status, 202, "{}", res.body);
+    let id = res.body["content_id"].as_str().unwrap().to_owned();
+    app.wait_status(&id, "available").await;
+    let downloaded = app.get(&format!("/api/v1/content/{id}/download")).await;
+    assert_eq!(downloaded.status, 200);
+    assert_eq!(downloaded.bytes.len(), bytes.len(), "stored whole");
+    assert!(downloaded.bytes == bytes, "stored exactly");
+}

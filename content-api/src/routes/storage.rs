@@ -137,6 +137,7 @@ async fn orphans(state: &AppState, older_than_days: u32) -> Result<Vec<Orphan>, 
                     .iter()
                     .zip(paths)
                     .filter(|(_, path)| !live.contains(path))
+                    .filter(|(_, path)| !state.uploads_in_flight.contains(path))
                     .map(|(o, path)| Orphan {
                         path,
                         size: o.size,
@@ -156,6 +157,7 @@ async fn orphans(state: &AppState, older_than_days: u32) -> Result<Vec<Orphan>, 
             .partial_uploads()?
             .into_iter()
             .filter(|p| p.last_modified <= cutoff)
+            .filter(|p| !state.uploads_in_flight.contains(&p.path))
             .map(|p| Orphan {
                 path: p.path,
                 size: p.size,

@@ -33,7 +33,7 @@ use crate::{
     },
     error::Error,
     processing::{self, JobReason},
-    storage::{BlobWriter, STAGING_PREFIX},
+    storage::{BlobWriter, InFlightGuard, STAGING_PREFIX},
 };
 
 /// Largest metadata field (alt text, description, tags…).
@@ -52,6 +52,8 @@ pub fn router() -> Router<AppState> {
 /// The file as stored in staging.
 struct Staged {
     path: String,
+    /// Registered as in flight until the upload is done with it.
+    _in_flight: InFlightGuard,
     size: u64,
     sha256: String,
     known: &'static Known,
@@ -210,6 +212,7 @@ async fn stream_file(state: &AppState, mut field: Field<'_>) -> Result<Staged, E
         &state.uploads.allowed_mime_types,
     )?;
     let path = format!("{STAGING_PREFIX}/{}", Uuid::new_v4());
+    let in_flight = state.uploads_in_flight.register(&path);
     let mut writer = state.store.writer(&path).await?;
     let mut hasher = Sha256::new();
     let mut size = head.len() as u64;
@@ -230,6 +233,7 @@ async fn stream_file(state: &AppState, mut field: Field<'_>) -> Result<Staged, E
     finish(writer, written).await?;
     Ok(Staged {
         path,
+        _in_flight: in_flight,
         size,
         sha256: hex::encode(hasher.finalize()),
         known,
