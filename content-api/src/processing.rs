@@ -39,6 +39,12 @@ use crate::{
 
 /// The durable consumer every replica pulls jobs from.
 pub const PROCESSOR_CONSUMER: &str = "content-processor";
+/// Seconds processing a file of `size` bytes is expected to take: a scan reads ~50 MB/s,
+/// plus queueing (`estimated_processing_time` of the upload and reprocess answers).
+pub fn estimated_seconds(size: u64) -> u64 {
+    2 + size / (50 * 1024 * 1024)
+}
+
 /// Largest image a thumbnail is made of during processing.
 const MAX_THUMBNAIL_SOURCE_BYTES: i64 = 50 * 1024 * 1024;
 /// The user id processing writes under (events, audit records).

@@ -160,10 +160,10 @@ fn every_documented_variable_is_read_by_the_code() {
     let code = sources();
     for (section, names) in documented() {
         for name in names {
-            // Read by its exact name, or through a family prefix the code passes through.
+            // Read by its exact name, or through the `AZURE_` family content-api passes
+            // through to object_store.
             let read = code.contains(&format!("\"{name}\""))
-                || (name.starts_with("AZURE_") && code.contains("\"AZURE_\""))
-                || (name.starts_with("OTEL_") && code.contains(&format!("\"{name}\"")));
+                || (name.starts_with("AZURE_") && code.contains("\"AZURE_\""));
             assert!(
                 read,
                 "README documents {name} for {section}, but no code reads it"

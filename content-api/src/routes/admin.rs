@@ -204,7 +204,9 @@ async fn reprocess_content(
             "content_id": id,
             "processing_status": "queued",
             "correlation_id": actor.ctx.correlation_id,
-            "estimated_processing_time": 2 + record.file_size / (50 * 1024 * 1024),
+            "estimated_processing_time": processing::estimated_seconds(
+                u64::try_from(record.file_size).unwrap_or(0)
+            ),
         })),
     ))
 }

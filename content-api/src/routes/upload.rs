@@ -346,13 +346,8 @@ async fn store(
             "mime_type": file.known.mime,
             "upload_status": "processing",
             "upload_correlation_id": actor.ctx.correlation_id,
-            "estimated_processing_time": estimated_seconds(file.size),
+            "estimated_processing_time": processing::estimated_seconds(file.size),
             "created_on": created_on,
         })),
     ))
-}
-
-/// Seconds processing is expected to take: a scan reads ~50 MB/s, plus queueing.
-fn estimated_seconds(size: u64) -> u64 {
-    2 + size / (50 * 1024 * 1024)
 }

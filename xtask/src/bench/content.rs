@@ -18,7 +18,10 @@ use ic_testkit::{NatsServer, PostgresServer, free_port};
 use serde_json::Value;
 
 use super::{
-    gateway::{CLIENT_CPU, PROXY_CPU, Process, ROUNDS, nginx, peak_rss_kib, pinned, wait_port},
+    gateway::{
+        CLIENT_CPU, PROXY_CPU, Process, ROUNDS, median, nginx, peak_rss_kib, pinned, status_kib,
+        wait_port,
+    },
     services_list::wait_ready,
     wrk::{Figures, wrk_on},
 };
@@ -113,21 +116,6 @@ struct Download {
     connections: usize,
     content_api: Vec<Figures>,
     nginx: Vec<Figures>,
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.collect();
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn rss_kib(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
 }
 
 pub fn content() -> anyhow::Result<()> {
@@ -256,7 +244,7 @@ pub fn content() -> anyhow::Result<()> {
     }
     // Reset the peak-RSS mark (VmHWM) so the upload's own peak is measured.
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-    let rss_before = rss_kib(pid, "VmRSS:").unwrap_or(0);
+    let rss_before = status_kib(pid, "VmRSS:").unwrap_or(0);
     let (_, upload_took) = runtime.block_on(upload(port, "big.pdf", &big))?;
     let peak = peak_rss_kib(pid).unwrap_or(0);
     let started = Instant::now();

@@ -329,32 +329,39 @@ impl Target {
         Ok(())
     }
 
-    fn median(values: impl Iterator<Item = f64>) -> f64 {
-        let mut values: Vec<f64> = values.collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-    }
-
     pub(super) fn rps(&self) -> f64 {
-        Self::median(self.throughput.iter().map(|f| f.rps))
+        median(self.throughput.iter().map(|f| f.rps))
     }
 
     pub(super) fn p50_ms(&self) -> f64 {
-        Self::median(self.latency.iter().map(|f| f.p50_ms))
+        median(self.latency.iter().map(|f| f.p50_ms))
     }
 
     pub(super) fn p99_ms(&self) -> f64 {
-        Self::median(self.latency.iter().map(|f| f.p99_ms))
+        median(self.latency.iter().map(|f| f.p99_ms))
     }
 }
 
-pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
+/// The median of `values` (NaN when there are none).
+pub(super) fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A kiB figure of `/proc/<pid>/status` (`field` such as `VmRSS:` or `VmHWM:`).
+pub(super) fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// The peak resident memory of `pid`.
+pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
 }
 
 pub fn gateway() -> anyhow::Result<()> {
