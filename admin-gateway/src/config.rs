@@ -3,7 +3,7 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use ic_audit::loki::LokiConfig;
-use ic_config::{ConfigError, Env, Environment};
+use ic_config::{ConfigError, Env, Environment, Port};
 use ic_gateway::{
     bearer::AuthSettings,
     settings::{GatewaySettings, http_url, origins, per_minute},
@@ -24,6 +24,15 @@ pub enum Authorization {
         timeout: Duration,
     },
 }
+
+/// Where admin-gateway listens (`HOST` and this port).
+pub const PORT: Port = Port {
+    variable: "ADMIN_GATEWAY_PORT",
+    default: 8001,
+};
+
+/// The variables that may come from a Dapr secret store (`ic_secrets::resolve`).
+pub const SECRETS: &[&[&str]] = &[ic_gateway::settings::SECRETS, ic_audit::loki::SECRETS];
 
 /// admin-gateway configuration.
 #[derive(Debug, Clone)]
@@ -88,13 +97,10 @@ impl Config {
             "a number of bytes",
             100 * 1024 * 1024,
         )?;
+        let (host, port) = vars.listen(PORT)?;
         Ok(Self {
-            host: vars.parse_or(
-                "HOST",
-                "an IP address such as 0.0.0.0",
-                IpAddr::from([0, 0, 0, 0]),
-            )?,
-            port: vars.port("ADMIN_GATEWAY_PORT", 8001)?,
+            host,
+            port,
             environment,
             gateway: GatewaySettings::from_env(&vars, environment)?,
             origins: origins(

@@ -78,12 +78,15 @@ impl Gateway {
     /// The gateway for a configuration, with its verifier, authorizer and auditor
     /// started; `nats` is the auditor's connection (its state is the audit sink's
     /// readiness).
+    /// `registry` may already hold metrics of the process's other parts (the audit
+    /// shipper's); the gateway's own are added to it.
     pub fn new(
         config: &Config,
         verifier: Arc<Verifier>,
         authorizer: Authorizer,
         auditor: RequestAuditor,
         nats: async_nats::Client,
+        mut registry: Registry,
     ) -> Self {
         let settings = &config.gateway;
         let proxy = Proxy::new(ProxyConfig {
@@ -101,7 +104,6 @@ impl Gateway {
         ));
         let authorizer = Arc::new(authorizer);
         let decisions = Family::<ResultLabel, Counter>::default();
-        let mut registry = Registry::default();
         verifier.register(&mut registry);
         auditor.register(&mut registry);
         for result in ["allow", "deny", "error"] {

@@ -86,7 +86,13 @@ impl App {
                 ShipperConfig::default(),
             )
         });
-        let gateway = app(Gateway::new(&config, verifier, authorizer, auditor, nats));
+        let mut registry = prometheus_client::registry::Registry::default();
+        if let Some(shipper) = &shipper {
+            shipper.register(&mut registry);
+        }
+        let gateway = app(Gateway::new(
+            &config, verifier, authorizer, auditor, nats, registry,
+        ));
         Ok(Self {
             listener,
             gateway,

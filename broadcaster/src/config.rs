@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use ic_audit::loki::LokiConfig;
-use ic_config::{ConfigError, Env, Environment};
+use ic_config::{ConfigError, Env, Environment, Port};
 use ic_http::Secret;
 use ic_telemetry::TelemetryConfig;
 
@@ -12,6 +12,18 @@ use crate::domain::{
     retry::{DEFAULT_SCHEDULE, RetrySchedule},
     subscription::{self, Subscription},
 };
+
+/// Where broadcaster listens (`HOST` and this port).
+pub const PORT: Port = Port {
+    variable: "BROADCASTER_PORT",
+    default: 8002,
+};
+
+/// The variables that may come from a Dapr secret store (`ic_secrets::resolve`).
+pub const SECRETS: &[&[&str]] = &[ic_audit::loki::SECRETS, BROADCASTER_SECRETS];
+
+/// The signing secret and admin token, when they come from a Dapr secret store.
+const BROADCASTER_SECRETS: &[&str] = &["WEBHOOK_SECRET", "BROADCASTER_ADMIN_TOKEN"];
 
 /// broadcaster configuration.
 #[derive(Debug, Clone)]
@@ -147,13 +159,10 @@ impl Config {
                 ));
             }
         }
+        let (host, port) = vars.listen(PORT)?;
         Ok(Self {
-            host: vars.parse_or(
-                "HOST",
-                "an IP address such as 0.0.0.0",
-                IpAddr::from([0, 0, 0, 0]),
-            )?,
-            port: vars.port("BROADCASTER_PORT", 8002)?,
+            host,
+            port,
             metrics_port: vars.port("BROADCASTER_METRICS_PORT", 7777)?,
             environment,
             nats_url,

@@ -76,7 +76,14 @@ const LAG_BUCKETS: [f64; 16] = [
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
+        Self::with_registry(Registry::default())
+    }
+}
+
+impl Metrics {
+    /// Registers every broadcaster metric in `registry` (which may already hold a
+    /// library's, such as the audit shipper's).
+    pub fn with_registry(mut registry: Registry) -> Self {
         let processed = Family::<ResultLabel, Counter>::default();
         registry.register(
             "broadcaster_messages_processed",

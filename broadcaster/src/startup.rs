@@ -17,6 +17,7 @@ use ic_audit::loki::{LokiClient, Shipper, ShipperConfig};
 use ic_health::{Check, Criticality, Health, HealthInfo};
 use ic_http::{context::request_context, fallback_method_not_allowed, fallback_not_found};
 use ic_telemetry::track_http;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -129,7 +130,18 @@ impl App {
             .connect(config.nats_url.as_str())
             .await?;
         let js = jetstream::new(nats.clone());
-        let metrics = Metrics::default();
+        let shipper = config.loki.clone().map(|loki| {
+            Shipper::new(
+                nats.clone(),
+                LokiClient::new(loki),
+                ShipperConfig::default(),
+            )
+        });
+        let mut registry = Registry::default();
+        if let Some(shipper) = &shipper {
+            shipper.register(&mut registry);
+        }
+        let metrics = Metrics::with_registry(registry);
         let endpoints = Endpoints::new(
             config.subscriptions.clone(),
             config.breaker_failures,
@@ -152,13 +164,6 @@ impl App {
         let listener = ic_http::serve::bind(SocketAddr::new(config.host, config.port)).await?;
         let metrics_listener =
             ic_http::serve::bind(SocketAddr::new(config.host, config.metrics_port)).await?;
-        let shipper = config.loki.clone().map(|loki| {
-            Shipper::new(
-                nats.clone(),
-                LokiClient::new(loki),
-                ShipperConfig::default(),
-            )
-        });
         Ok(Self {
             listener,
             metrics_listener,

@@ -4,11 +4,28 @@ use std::{path::PathBuf, time::Duration};
 
 use ic_audit::loki::LokiConfig;
 use ic_backend::BackendSettings;
-use ic_config::{ConfigError, Env, Environment};
+use ic_config::{ConfigError, Env, Environment, Port};
 use ic_http::Secret;
 use ic_telemetry::TelemetryConfig;
 
 use crate::domain::mime::{DEFAULT_ALLOWED_MIME_TYPES, is_known_mime_type};
+
+/// Where content-api listens (`HOST` and this port).
+pub const PORT: Port = Port {
+    variable: "CONTENT_API_PORT",
+    default: 8081,
+};
+
+/// The variables that may come from a Dapr secret store (`ic_secrets::resolve`).
+pub const SECRETS: &[&[&str]] = &[ic_backend::SECRETS, ic_audit::loki::SECRETS, AZURE_SECRETS];
+
+/// The blob store's credentials, when they come from a Dapr secret store.
+const AZURE_SECRETS: &[&str] = &[
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
+];
 
 /// content-api configuration.
 #[derive(Debug, Clone)]
@@ -68,13 +85,7 @@ const BLOB_FORM: &str = "file:///absolute/path or az://<container>";
 impl Config {
     /// Parses and validates the environment map.
     pub fn from_env(vars: Env) -> Result<Self, ConfigError> {
-        let backend = BackendSettings::from_env(
-            &vars,
-            crate::SERVICE_NAME,
-            crate::VERSION,
-            "CONTENT_API_PORT",
-            8081,
-        )?;
+        let backend = BackendSettings::from_env(&vars, crate::SERVICE_NAME, crate::VERSION, PORT)?;
         let environment = backend.environment;
         let max_upload_bytes: u64 = vars.parse_or(
             "CONTENT_MAX_UPLOAD_BYTES",

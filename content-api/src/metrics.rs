@@ -51,7 +51,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric, each known label at zero.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
+        Self::with_registry(Registry::default())
+    }
+
+    /// [`Metrics::new`] in `registry` (which may already hold the libraries' metrics:
+    /// the outbox relay's, the audit shipper's).
+    pub fn with_registry(mut registry: Registry) -> Self {
         let uploads = Family::<ResultLabel, Counter>::default();
         registry.register(
             "content_uploads",

@@ -18,6 +18,7 @@ use ic_http::{
     fallback_method_not_allowed, fallback_not_found,
 };
 use ic_telemetry::{metrics_handler, track_http};
+use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -202,7 +203,17 @@ impl App {
         let (pool, nats) = ic_backend::connect(&config.backend, SERVICE_NAME).await?;
         let store = BlobStore::open(&config.blob_store)?;
         let environment = config.backend.environment.as_str();
-        let metrics = Metrics::new();
+        let relay = Relay::new(pool.clone(), nats.clone(), OUTBOX, RelayConfig::default());
+        let loki = config.loki.clone().map(LokiClient::new);
+        let shipper = loki
+            .clone()
+            .map(|client| Shipper::new(nats.clone(), client, ShipperConfig::default()));
+        let mut registry = Registry::default();
+        relay.register(&mut registry);
+        if let Some(shipper) = &shipper {
+            shipper.register(&mut registry);
+        }
+        let metrics = Metrics::with_registry(registry);
         let (access_log, access_log_writer) =
             AccessLog::new(pool.clone(), metrics.clone(), BUFFER_ENTRIES);
         let mut state = AppState::new(
@@ -217,11 +228,8 @@ impl App {
             access_log,
             metrics,
         );
-        let mut shipper = None;
-        if let Some(loki) = config.loki.clone() {
-            let client = LokiClient::new(loki);
-            state = state.with_loki(client.clone());
-            shipper = Some(Shipper::new(nats.clone(), client, ShipperConfig::default()));
+        if let Some(client) = loki {
+            state = state.with_loki(client);
         }
         let clamd = match &config.virus_scan {
             VirusScan::Clamd(address) => Some(Clamd::new(address.clone(), SCAN_TIMEOUT)),
@@ -247,7 +255,7 @@ impl App {
         Ok(Self {
             listener,
             router,
-            relay: Relay::new(pool, nats, OUTBOX, RelayConfig::default()),
+            relay,
             processor,
             access_log: access_log_writer,
             shipper,

@@ -2,12 +2,21 @@
 
 use std::net::IpAddr;
 
-use ic_config::{ConfigError, Env, Environment};
+use ic_config::{ConfigError, Env, Environment, Port};
 use ic_gateway::{
     bearer::AuthSettings,
     settings::{GatewaySettings, origins, per_minute},
 };
 use ic_telemetry::TelemetryConfig;
+
+/// Where public-gateway listens (`HOST` and this port).
+pub const PORT: Port = Port {
+    variable: "PUBLIC_GATEWAY_PORT",
+    default: 8000,
+};
+
+/// The variables that may come from a Dapr secret store (`ic_secrets::resolve`).
+pub const SECRETS: &[&[&str]] = &[ic_gateway::settings::SECRETS];
 
 /// public-gateway configuration.
 #[derive(Debug, Clone)]
@@ -40,13 +49,10 @@ impl Config {
             "development, staging or production",
             Environment::Development,
         )?;
+        let (host, port) = vars.listen(PORT)?;
         Ok(Self {
-            host: vars.parse_or(
-                "HOST",
-                "an IP address such as 0.0.0.0",
-                IpAddr::from([0, 0, 0, 0]),
-            )?,
-            port: vars.port("PUBLIC_GATEWAY_PORT", 8000)?,
+            host,
+            port,
             environment,
             gateway: GatewaySettings::from_env(&vars, environment)?,
             origins: origins(

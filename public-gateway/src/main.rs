@@ -3,7 +3,13 @@
 
 use std::process::ExitCode;
 
-use public_gateway::{SERVICE_NAME, config::Config, startup::App};
+use ic_config::Env;
+use ic_secrets::Prepared;
+use public_gateway::{
+    SERVICE_NAME,
+    config::{self, Config},
+    startup::App,
+};
 
 /// mimalloc: request handling allocates many small, short-lived buffers, where it is
 /// markedly faster than glibc's allocator (measured by `cargo xtask bench gateway`).
@@ -14,15 +20,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     ic_telemetry::install_crypto_provider();
     #[allow(clippy::disallowed_methods)] // the one place this binary reads its environment
-    let config = match Config::from_env(std::env::vars().collect()) {
-        Ok(config) => config,
-        Err(err) => return err.exit(SERVICE_NAME),
-    };
+    let vars: Env = std::env::vars().collect();
     // `<binary> healthcheck`: the container's HEALTHCHECK (the image has no curl).
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return ic_http::serve::healthcheck(config.host, config.port);
-    }
+    let healthcheck = std::env::args().nth(1).as_deref() == Some("healthcheck");
+    let prepared = ic_secrets::prepare(
+        SERVICE_NAME,
+        vars,
+        healthcheck,
+        config::PORT,
+        config::SECRETS,
+        Config::from_env,
+    );
+    let (config, secrets) = match prepared.await {
+        Prepared::Run(config, secrets) => (config, secrets),
+        Prepared::Exit(code) => return code,
+    };
     let _telemetry = ic_telemetry::init(&config.telemetry());
+    secrets.log();
     let app = match App::build(config).await {
         Ok(app) => app,
         Err(err) => return ic_telemetry::failed_to_start(err),

@@ -2,8 +2,17 @@
 
 use ic_audit::loki::LokiConfig;
 use ic_backend::BackendSettings;
-use ic_config::{ConfigError, Env};
+use ic_config::{ConfigError, Env, Port};
 use ic_telemetry::TelemetryConfig;
+
+/// Where services-api listens (`HOST` and this port).
+pub const PORT: Port = Port {
+    variable: "SERVICES_API_PORT",
+    default: 8080,
+};
+
+/// The variables that may come from a Dapr secret store (`ic_secrets::resolve`).
+pub const SECRETS: &[&[&str]] = &[ic_backend::SECRETS, ic_audit::loki::SECRETS];
 
 /// services-api configuration.
 #[derive(Debug, Clone)]
@@ -21,13 +30,7 @@ impl Config {
     /// Parses and validates the environment map.
     pub fn from_env(vars: Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            backend: BackendSettings::from_env(
-                &vars,
-                crate::SERVICE_NAME,
-                crate::VERSION,
-                "SERVICES_API_PORT",
-                8080,
-            )?,
+            backend: BackendSettings::from_env(&vars, crate::SERVICE_NAME, crate::VERSION, PORT)?,
             loki: LokiConfig::from_env(&vars)?,
         })
     }

@@ -24,6 +24,7 @@ use ic_http::{
     fallback_method_not_allowed, fallback_not_found,
 };
 use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
+use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -146,16 +147,21 @@ impl App {
         let (pool, nats) = ic_backend::connect(&config.backend, SERVICE_NAME).await?;
         let environment = config.backend.environment.as_str();
         let mut state = AppState::new(pool.clone(), nats.clone(), environment);
+        let relay = Relay::new(pool.clone(), nats.clone(), OUTBOX, RelayConfig::default());
+        let mut registry = Registry::default();
+        relay.register(&mut registry);
         let mut shipper = None;
         if let Some(loki) = config.loki.clone() {
             let client = LokiClient::new(loki);
             state = state.with_loki(client.clone());
-            shipper = Some(Shipper::new(nats.clone(), client, ShipperConfig::default()));
+            let created = Shipper::new(nats.clone(), client, ShipperConfig::default());
+            created.register(&mut registry);
+            shipper = Some(created);
         }
         let router = app(
             state,
             health(environment, pool.clone(), nats.clone()),
-            HttpMetrics::default(),
+            HttpMetrics::with_registry(registry),
             AppToken(config.backend.app_api_token.clone()),
         );
         let addr = SocketAddr::new(config.backend.host, config.backend.port);
@@ -163,7 +169,7 @@ impl App {
         Ok(Self {
             listener,
             router,
-            relay: Relay::new(pool, nats, OUTBOX, RelayConfig::default()),
+            relay,
             shipper,
             token: CancellationToken::new(),
         })

@@ -212,3 +212,204 @@ async fn the_healthcheck_command_probes_the_services_own_health(pool: PgPool) {
     .await
     .unwrap();
 }
+
+/// The running binary (environment `vars` only, logs kept) and its port.
+struct Process {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Process {
+    fn spawn(vars: &[(&str, String)]) -> Self {
+        let port = ic_testkit::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_services-api"))
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("SERVICES_API_PORT", port.to_string())
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("services-api runs");
+        Self { child, port }
+    }
+
+    async fn get(&self, path: &str, app_token: Option<&str>) -> Option<u16> {
+        ic_telemetry::install_crypto_provider();
+        let mut request =
+            reqwest::Client::new().get(format!("http://127.0.0.1:{}{path}", self.port));
+        if let Some(token) = app_token {
+            request = request.header("dapr-api-token", token);
+        }
+        Some(request.send().await.ok()?.status().as_u16())
+    }
+
+    /// SIGTERM, then everything it wrote.
+    fn stop(self) -> String {
+        let _ = ic_testkit::process::signal(self.child.id(), ic_testkit::process::Signal::TERM);
+        let out = self.child.wait_with_output().expect("services-api ends");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+/// With `DAPR_SECRET_STORE` set, services-api reads its database URL and app token from
+/// the sidecar's secrets API (gRPC `GetBulkSecret`, presenting `DAPR_API_TOKEN`): in
+/// production, with neither in its environment, it starts, reaches the database and
+/// enforces the token from the store, and no secret value reaches its logs, even at
+/// debug level.
+#[sqlx::test(migrations = false)]
+async fn secrets_come_from_the_dapr_sidecar_and_never_reach_the_logs(pool: PgPool) {
+    use ic_testkit::dapr::SecretSidecar;
+    common::migrate(&pool).await;
+    let database_url = ic_testkit::database_url(pool.connect_options().get_database().unwrap());
+    let app_token = format!("app-token-{}", uuid::Uuid::new_v4().simple());
+    let sidecar = SecretSidecar::start(
+        "secretstore",
+        // One name as the variable (local.env), one in kebab case (Azure Key Vault).
+        &[
+            ("DATABASE_URL", &database_url),
+            ("app-api-token", &app_token),
+        ],
+        Some("sidecar-token"),
+    )
+    .await;
+    let app = Process::spawn(&[
+        ("ENVIRONMENT", "production".into()),
+        ("NATS_URL", common::nats_url()),
+        ("DAPR_SECRET_STORE", "secretstore".into()),
+        ("DAPR_GRPC_PORT", sidecar.port.to_string()),
+        ("DAPR_API_TOKEN", "sidecar-token".into()),
+        ("RUST_LOG", "debug".into()),
+    ]);
+    ic_testkit::eventually(
+        Duration::from_secs(20),
+        "ready with the store's database URL",
+        || async { (app.get("/health/ready", None).await == Some(200)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        app.get("/api/v1/services", None).await,
+        Some(401),
+        "the store's token is required"
+    );
+    assert_eq!(app.get("/api/v1/services", Some("wrong")).await, Some(401));
+    assert_eq!(
+        app.get("/api/v1/services", Some(&app_token)).await,
+        Some(200)
+    );
+    assert_eq!(sidecar.calls(), 1, "one call at start");
+    let logs = app.stop();
+    assert!(
+        logs.contains("secrets read from the Dapr secret store"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("DATABASE_URL") && logs.contains("APP_API_TOKEN"),
+        "{logs}"
+    );
+    assert!(!logs.contains(&app_token), "the app token was logged");
+    assert!(!logs.contains(&database_url), "the database URL was logged");
+}
+
+/// The sidecar path's failures: a sidecar that comes up late is waited for; a secret the
+/// store lacks keeps its environment value; a wrong store name or a refused sidecar token
+/// ends the start at once, and a sidecar that never answers ends it after
+/// `DAPR_SECRETS_TIMEOUT_SECONDS`, each with one line naming the store (exit code 1).
+#[sqlx::test(migrations = false)]
+async fn the_sidecar_is_waited_for_and_its_refusals_end_the_start(pool: PgPool) {
+    use ic_testkit::dapr::SecretSidecar;
+    common::migrate(&pool).await;
+    let database_url = ic_testkit::database_url(pool.connect_options().get_database().unwrap());
+    let late_port = ic_testkit::free_port();
+    let app = Process::spawn(&[
+        ("NATS_URL", common::nats_url()),
+        ("APP_API_TOKEN", "from-the-environment".into()),
+        ("DAPR_SECRET_STORE", "secretstore".into()),
+        ("DAPR_GRPC_PORT", late_port.to_string()),
+    ]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        app.get("/health", None).await,
+        None,
+        "not serving before its secrets"
+    );
+    let sidecar = SecretSidecar::start_on(
+        late_port,
+        "secretstore",
+        &[("DATABASE_URL", &database_url)],
+        None,
+    )
+    .await;
+    ic_testkit::eventually(
+        Duration::from_secs(20),
+        "ready once the sidecar is up",
+        || async { (app.get("/health/ready", None).await == Some(200)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        app.get("/api/v1/services", Some("from-the-environment"))
+            .await,
+        Some(200),
+        "a secret the store lacks keeps its environment value"
+    );
+    app.stop();
+
+    // Off the test's runtime thread, which serves the stand-in sidecar.
+    let run = async |vars: Vec<(&'static str, String)>| {
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_services-api"))
+                .env_clear()
+                .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+                .output()
+                .expect("services-api runs");
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let port = sidecar.port.to_string();
+    for (vars, expected) in [
+        (
+            vec![
+                ("DAPR_SECRET_STORE", "elsewhere".into()),
+                ("DAPR_GRPC_PORT", port.clone()),
+            ],
+            "failed finding secret store with key elsewhere",
+        ),
+        (
+            vec![
+                ("DAPR_SECRET_STORE", "secretstore".into()),
+                ("DAPR_GRPC_PORT", ic_testkit::free_port().to_string()),
+                ("DAPR_SECRETS_TIMEOUT_SECONDS", "1".into()),
+            ],
+            "did not answer within 1 s",
+        ),
+    ] {
+        let (code, stderr) = run(vars).await;
+        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            stderr.contains("secret store \""),
+            "names the store: {stderr}"
+        );
+    }
+    drop(sidecar);
+    let guarded = SecretSidecar::start("secretstore", &[], Some("sidecar-token")).await;
+    let (code, stderr) = run(vec![
+        ("DAPR_SECRET_STORE", "secretstore".into()),
+        ("DAPR_GRPC_PORT", guarded.port.to_string()),
+        ("DAPR_API_TOKEN", "not-the-token".into()),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    assert!(!stderr.contains("not-the-token"), "{stderr}");
+}

@@ -4,67 +4,22 @@
 //! variable a table documents is read somewhere in the code; every `${VAR}` it uses has
 //! a value in `.env.example`; each sidecar serves its app's port.
 
+mod common;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::Command,
 };
 
+use common::{documented, root};
 use serde_yaml::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+/// The platform's own services in compose.yaml and the README section documenting each.
+const OURS: [&str; 6] = common::IMAGES;
 
 fn compose() -> Value {
     serde_yaml::from_str(&std::fs::read_to_string(root().join("compose.yaml")).unwrap()).unwrap()
-}
-
-/// The platform's own services in compose.yaml and the README section documenting each.
-const OURS: [&str; 6] = [
-    "services-api",
-    "content-api",
-    "public-gateway",
-    "admin-gateway",
-    "broadcaster",
-    "migrate",
-];
-
-/// The backticked variable names of each `## Configuration (<name>)` section.
-fn documented() -> BTreeMap<String, BTreeSet<String>> {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let mut out = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in readme.lines() {
-        if let Some(heading) = line.strip_prefix("## ") {
-            current = heading
-                .strip_prefix("Configuration (")
-                .and_then(|h| h.strip_suffix(')'))
-                .map(str::to_owned);
-            continue;
-        }
-        let Some(section) = &current else { continue };
-        let names: &mut BTreeSet<String> = out.entry(section.clone()).or_default();
-        // In a table, the variables are the first column's (the others explain).
-        let text = match line.strip_prefix('|') {
-            Some(row) => row.split('|').next().unwrap_or_default(),
-            None => line,
-        };
-        for chunk in text.split('`').skip(1).step_by(2) {
-            if !chunk.is_empty()
-                && chunk
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-                && chunk.as_bytes()[0].is_ascii_uppercase()
-            {
-                names.insert(chunk.to_owned());
-            }
-        }
-    }
-    out
 }
 
 fn environment(service: &Value) -> BTreeMap<String, String> {
@@ -221,5 +176,61 @@ fn every_reference_has_a_value_and_each_sidecar_serves_its_apps_port() {
             sidecar["network_mode"].as_str(),
             Some(format!("service:{name}").as_str())
         );
+    }
+}
+
+/// The secrets of each service come from its sidecar's secret store, never from its own
+/// environment: it names the store compose's component defines, and its sidecar holds
+/// each secret under the component's prefix.
+#[test]
+fn each_service_reads_its_secrets_from_its_sidecars_store() {
+    let component: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("components/secretstore.yaml")).unwrap(),
+    )
+    .unwrap();
+    let store = component["metadata"]["name"].as_str().unwrap();
+    assert_eq!(component["spec"]["type"], "secretstores.local.env");
+    let prefix = component["spec"]["metadata"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "prefix")
+        .and_then(|m| m["value"].as_str())
+        .unwrap();
+    let compose = compose();
+    // The secrets each service is given in compose (a subset of what it may read;
+    // APP_API_TOKEN is one local.env refuses to serve, so it stays in the environment).
+    for (name, secrets) in [
+        ("services-api", &["DATABASE_URL"][..]),
+        (
+            "content-api",
+            &["DATABASE_URL", "AZURE_STORAGE_ACCOUNT_KEY"][..],
+        ),
+        ("public-gateway", &[][..]),
+        ("admin-gateway", &[][..]),
+        ("broadcaster", &["WEBHOOK_SECRET"][..]),
+    ] {
+        let env = environment(&compose["services"][name]);
+        assert_eq!(
+            env.get("DAPR_SECRET_STORE").map(String::as_str),
+            Some(store),
+            "{name}"
+        );
+        assert_eq!(
+            env.get("DAPR_GRPC_PORT").map(String::as_str),
+            Some("50001"),
+            "{name}"
+        );
+        let sidecar = environment(&compose["services"][format!("{name}-dapr")]);
+        for secret in secrets {
+            assert!(
+                !env.contains_key(*secret),
+                "{name} is given {secret} in its environment"
+            );
+            assert!(
+                sidecar.contains_key(&format!("{prefix}{secret}")),
+                "{name}'s sidecar does not hold {secret}"
+            );
+        }
     }
 }

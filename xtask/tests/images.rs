@@ -4,11 +4,11 @@
 //! root filesystem and answers its own healthcheck; a request through the public-gateway
 //! container reaches the services-api container.
 
-use std::{
-    process::{Command, Output},
-    time::Duration,
-};
+mod common;
 
+use std::{process::Command, time::Duration};
+
+use common::text;
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -56,14 +56,6 @@ fn run_args() -> [&'static str; 8] {
     ]
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn every_image_is_small_runs_as_1001_has_no_shell_and_is_labelled() {
     let all = images();
@@ -109,18 +101,8 @@ fn every_image_is_small_runs_as_1001_has_no_shell_and_is_labelled() {
 fn every_containerfile_passes_hadolint() {
     let python = std::path::PathBuf::from(harness("IC_TEST_PYTHON"));
     let hadolint = python.parent().unwrap().join("hadolint");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap();
-    for dir in [
-        "services-api",
-        "content-api",
-        "public-gateway",
-        "admin-gateway",
-        "broadcaster",
-        "migrations",
-    ] {
-        let file = root.join(dir).join("Containerfile");
+    for dir in common::IMAGE_DIRS {
+        let file = common::root().join(dir).join("Containerfile");
         let out = Command::new(&hadolint).arg(&file).output().unwrap();
         assert!(out.status.success(), "{}: {}", file.display(), text(&out));
     }

@@ -7,7 +7,10 @@
 //! a 400 for one record moves it to `dlq.audit.…` with the reason instead of blocking the
 //! rest. Contract: `shared/spec/README.md`, "Audit".
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use async_nats::{
     HeaderMap,
@@ -21,6 +24,11 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ic_events::streams::{self, AUDIT_SUBJECTS, IC_AUDIT};
 use ic_http::Secret;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +62,9 @@ pub struct LokiConfig {
     /// `X-Scope-OrgID` for multi-tenant Loki.
     pub tenant_id: Option<String>,
 }
+
+/// The setting that may come from a Dapr secret store (`ic_secrets`).
+pub const SECRETS: &[&str] = &["LOKI_API_KEY"];
 
 impl LokiConfig {
     /// `LOKI_URL` (+ `LOKI_USERNAME`/`LOKI_API_KEY` for Grafana Cloud basic auth,
@@ -340,6 +351,38 @@ pub struct Shipper {
     jetstream: jetstream::Context,
     loki: LokiClient,
     config: ShipperConfig,
+    metrics: ShipperMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShipResult {
+    result: &'static str,
+}
+
+/// What the shipper did with the records it took, and how long Loki took.
+#[derive(Debug, Clone)]
+struct ShipperMetrics {
+    records: Family<ShipResult, Counter>,
+    push_seconds: Histogram,
+}
+
+impl Default for ShipperMetrics {
+    fn default() -> Self {
+        Self {
+            records: Family::default(),
+            push_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        }
+    }
+}
+
+impl ShipperMetrics {
+    fn count(&self, result: &'static str, records: usize) {
+        self.records
+            .get_or_create(&ShipResult { result })
+            .inc_by(records as u64);
+    }
 }
 
 impl Shipper {
@@ -349,7 +392,37 @@ impl Shipper {
             jetstream: jetstream::new(nats),
             loki,
             config,
+            metrics: ShipperMetrics::default(),
         }
+    }
+
+    /// Registers `audit_loki_records_total{result}` (shipped; retried: Loki failed and
+    /// the records stay in `IC_AUDIT`; dead_lettered: Loki refused them) and
+    /// `audit_loki_push_duration_seconds`.
+    pub fn register(&self, registry: &mut Registry) {
+        for result in ["shipped", "retried", "dead_lettered"] {
+            self.metrics.count(result, 0);
+        }
+        registry.register(
+            "audit_loki_records",
+            "Audit records taken from IC_AUDIT for Loki, by result (shipped, retried after a failed push, dead_lettered when Loki refused them)",
+            self.metrics.records.clone(),
+        );
+        registry.register(
+            "audit_loki_push_duration_seconds",
+            "Time of one push of audit records to Loki",
+            self.metrics.push_seconds.clone(),
+        );
+    }
+
+    /// One push, timed.
+    async fn push(&self, records: &[&AuditLine]) -> PushOutcome {
+        let started = Instant::now();
+        let outcome = self.loki.push(records).await;
+        self.metrics
+            .push_seconds
+            .observe(started.elapsed().as_secs_f64());
+        outcome
     }
 
     async fn consumer(&self) -> Result<PullConsumer, async_nats::Error> {
@@ -452,15 +525,17 @@ impl Shipper {
             return true;
         }
         let records: Vec<&AuditLine> = parsed.iter().map(|(_, r)| r).collect();
-        match self.loki.push(&records).await {
+        match self.push(&records).await {
             PushOutcome::Accepted => {
                 for (message, _) in &parsed {
                     let _ = message.ack().await;
                 }
+                self.metrics.count("shipped", parsed.len());
                 true
             }
             PushOutcome::Retry(reason) => {
                 tracing::warn!(reason = %reason, records = parsed.len(), "Loki push failed; records stay in JetStream");
+                self.metrics.count("retried", parsed.len());
                 for (message, _) in &parsed {
                     let _ = message.ack_with(AckKind::Nak(Some(*backoff))).await;
                 }
@@ -475,15 +550,17 @@ impl Shipper {
                 // entries, so re-pushing what it already kept is harmless.
                 let mut healthy = true;
                 for (message, record) in &parsed {
-                    match self.loki.push(&[record]).await {
+                    match self.push(&[record]).await {
                         PushOutcome::Accepted => {
                             let _ = message.ack().await;
+                            self.metrics.count("shipped", 1);
                         }
                         PushOutcome::Rejected(reason) => {
                             self.dead_letter(message, "400", &reason).await
                         }
                         PushOutcome::Retry(_) => {
                             healthy = false;
+                            self.metrics.count("retried", 1);
                             let _ = message.ack_with(AckKind::Nak(Some(*backoff))).await;
                         }
                     }
@@ -515,6 +592,7 @@ impl Shipper {
         if published {
             tracing::warn!(subject = %message.subject, reason = %reason, "audit record dead-lettered");
             let _ = message.ack().await;
+            self.metrics.count("dead_lettered", 1);
         } else {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))

@@ -10,11 +10,18 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use ic_config::{ConfigError, Env, Environment};
+use ic_config::{ConfigError, Env, Environment, Port};
 use ic_health::{Check, Criticality};
 use ic_http::Secret;
 use ic_telemetry::TelemetryConfig;
 use sqlx::{PgPool, postgres::PgPoolOptions};
+
+/// The settings that may come from a Dapr secret store (`ic_secrets`).
+pub const SECRETS: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_CONNECTION_STRING",
+    "APP_API_TOKEN",
+];
 
 const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:55432/international_center";
 const DATABASE_FORM: &str = "postgres://user:password@host:port/database";
@@ -41,16 +48,16 @@ pub struct BackendSettings {
 }
 
 impl BackendSettings {
-    /// Parses them; the port from `port_variable` (`default_port` when unset).
+    /// Parses them; `HOST` and the service's [`Port`].
     /// Outside development the database and NATS must be named; production refuses to
     /// run without `APP_API_TOKEN` unless `ALLOW_UNAUTHENTICATED_BACKEND=true`.
     pub fn from_env(
         vars: &Env,
         service_name: &'static str,
         version: &'static str,
-        port_variable: &str,
-        default_port: u16,
+        port: Port,
     ) -> Result<Self, ConfigError> {
+        let (host, port) = vars.listen(port)?;
         let environment: Environment = vars.parse_or(
             "ENVIRONMENT",
             "development, staging or production",
@@ -92,12 +99,8 @@ impl BackendSettings {
             ));
         }
         Ok(Self {
-            host: vars.parse_or(
-                "HOST",
-                "an IP address such as 0.0.0.0",
-                IpAddr::from([0, 0, 0, 0]),
-            )?,
-            port: vars.port(port_variable, default_port)?,
+            host,
+            port,
             environment,
             database_url: Secret::new(database_url),
             database_max_connections,
@@ -221,7 +224,15 @@ mod tests {
     }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<BackendSettings, ConfigError> {
-        BackendSettings::from_env(&env(pairs), "svc", "1", "SVC_PORT", 8123)
+        BackendSettings::from_env(
+            &env(pairs),
+            "svc",
+            "1",
+            Port {
+                variable: "SVC_PORT",
+                default: 8123,
+            },
+        )
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! value is a one-line [`ConfigError`] naming the variable and the expected form, which
 //! `main` prints before exiting with code 2 (`shared/spec/README.md`, "Configuration").
 
-use std::{collections::HashMap, fmt::Display, str::FromStr};
+use std::{collections::HashMap, fmt::Display, net::IpAddr, str::FromStr};
 
 use ic_http::Secret;
 
@@ -230,6 +230,33 @@ impl Env {
     pub fn port(&self, name: &str, default: u16) -> Result<u16, ConfigError> {
         self.parse_or(name, "a TCP port number (0-65535)", default)
     }
+
+    /// Where a service listens: `HOST` (default 0.0.0.0) and its [`Port`]. Read alone by
+    /// `<binary> healthcheck`, which needs nothing else (no secrets) to probe `/health`.
+    pub fn listen(&self, port: Port) -> Result<(IpAddr, u16), ConfigError> {
+        Ok((
+            self.parse_or(
+                "HOST",
+                "an IP address such as 0.0.0.0",
+                IpAddr::from([0, 0, 0, 0]),
+            )?,
+            self.port(port.variable, port.default)?,
+        ))
+    }
+
+    /// Sets `name` (a secret read from a secret store replaces the environment's value).
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.vars.insert(name.into(), value.into());
+    }
+}
+
+/// A service's port: its `<NAME>_PORT` variable and default (`shared/spec/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    /// `SERVICES_API_PORT`, …
+    pub variable: &'static str,
+    /// 8080, …
+    pub default: u16,
 }
 
 impl ConfigError {

@@ -2,10 +2,14 @@
 //! publishes a batch pipelined, deletes what JetStream acknowledged, keeps the rest for
 //! the next round, and backs off while NATS (or Postgres) is down.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, jetstream};
 use bytes::Bytes;
+use prometheus_client::{
+    metrics::{counter::Counter, histogram::Histogram},
+    registry::Registry,
+};
 use sqlx::{AssertSqlSafe, PgPool, Row, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +60,27 @@ pub struct Relay {
     jetstream: jetstream::Context,
     outbox: Outbox,
     config: RelayConfig,
+    metrics: RelayMetrics,
+}
+
+/// What the relay published, how late, and how often a round failed.
+#[derive(Debug, Clone)]
+struct RelayMetrics {
+    published: Counter,
+    failed_rounds: Counter,
+    lag_seconds: Histogram,
+}
+
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        Self {
+            published: Counter::default(),
+            failed_rounds: Counter::default(),
+            lag_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        }
+    }
 }
 
 impl Relay {
@@ -73,14 +98,36 @@ impl Relay {
             jetstream,
             outbox,
             config,
+            metrics: RelayMetrics::default(),
         }
+    }
+
+    /// Registers `outbox_published_total`, `outbox_relay_failures_total` (rounds that
+    /// failed: Postgres or JetStream down) and `outbox_lag_seconds` (from the commit
+    /// that wrote a message to JetStream's acknowledgement of it).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "outbox_published",
+            "Outbox messages published to JetStream (and removed from the outbox)",
+            self.metrics.published.clone(),
+        );
+        registry.register(
+            "outbox_relay_failures",
+            "Relay rounds that failed (Postgres or JetStream unavailable); the rows stay for the next round",
+            self.metrics.failed_rounds.clone(),
+        );
+        registry.register(
+            "outbox_lag_seconds",
+            "Time from the commit that wrote an outbox message to JetStream's acknowledgement",
+            self.metrics.lag_seconds.clone(),
+        );
     }
 
     /// Publishes one batch; returns how many rows were published and removed.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT seq, message_id, subject, payload, headers FROM {} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT seq, message_id, subject, payload, headers, extract(epoch FROM clock_timestamp() - created_at)::float8 AS age FROM {} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
             self.outbox.table()
         )))
         .bind(self.config.batch_size)
@@ -89,10 +136,12 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        let selected = Instant::now();
         let mut pending = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in &rows {
             let seq: i64 = row.try_get("seq")?;
+            let age: f64 = row.try_get("age")?;
             let id: uuid::Uuid = row.try_get("message_id")?;
             let subject: String = row.try_get("subject")?;
             let payload: serde_json::Value = row.try_get("payload")?;
@@ -109,7 +158,7 @@ impl Relay {
                 .publish_with_headers(subject, headers, body)
                 .await
             {
-                Ok(ack) => pending.push((seq, ack)),
+                Ok(ack) => pending.push((seq, age, ack)),
                 Err(err) => {
                     failure = Some(err.to_string());
                     break;
@@ -117,9 +166,13 @@ impl Relay {
             }
         }
         let mut published = Vec::with_capacity(pending.len());
-        for (seq, ack) in pending {
+        let mut lags = Vec::with_capacity(pending.len());
+        for (seq, age, ack) in pending {
             match ack.await {
-                Ok(_) => published.push(seq),
+                Ok(_) => {
+                    published.push(seq);
+                    lags.push(age + selected.elapsed().as_secs_f64());
+                }
                 Err(err) => failure = Some(err.to_string()),
             }
         }
@@ -144,6 +197,10 @@ impl Relay {
             .await?;
         }
         tx.commit().await?;
+        self.metrics.published.inc_by(published.len() as u64);
+        for lag in lags {
+            self.metrics.lag_seconds.observe(lag.max(0.0));
+        }
         match failure {
             Some(reason) => Err(RelayError::Publish(reason)),
             None => Ok(published.len()),
@@ -206,6 +263,7 @@ impl Relay {
                     }
                 }
                 Err(err) => {
+                    self.metrics.failed_rounds.inc();
                     tracing::warn!(error = %err, table = self.outbox.table(), "outbox relay round failed; retrying");
                     if matches!(err, RelayError::Database(_)) {
                         listener = None;

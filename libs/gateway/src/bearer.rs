@@ -235,6 +235,10 @@ impl Verifier {
     /// `auth_token_cache_hits_total`, `auth_prelimit_refusals_total` and the key
     /// store's metrics.
     pub fn register(&self, registry: &mut Registry) {
+        // Every result at zero from the start, so dashboards and alerts see the series.
+        for result in ["valid", "invalid"] {
+            let _ = self.verifications.get_or_create(&ResultLabel { result });
+        }
         registry.register(
             "auth_token_verifications",
             "Bearer tokens whose signature was checked, by result (valid, invalid)",

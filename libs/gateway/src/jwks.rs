@@ -275,6 +275,9 @@ impl KeyStore {
 
     /// Registers `auth_jwks_fetches_total{result}` and `auth_jwks_keys`.
     pub fn register(&self, registry: &mut Registry) {
+        for result in ["ok", "error"] {
+            let _ = self.fetches.get_or_create(&ResultLabel { result });
+        }
         registry.register(
             "auth_jwks_fetches",
             "Fetches of the token issuer's key set, by result (ok, error)",

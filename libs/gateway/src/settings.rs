@@ -33,6 +33,9 @@ pub struct GatewaySettings {
     pub upstream_max_connections: usize,
 }
 
+/// The settings that may come from a Dapr secret store (`ic_secrets`).
+pub const SECRETS: &[&str] = &["APP_API_TOKEN", "RATE_LIMIT_REDIS_URL"];
+
 impl GatewaySettings {
     /// Parses the shared settings.
     pub fn from_env(vars: &Env, environment: Environment) -> Result<Self, ConfigError> {

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod dapr;
 pub mod fake_loki;
 pub mod jwt;
 pub mod multipart;

@@ -19,6 +19,21 @@ pub fn signal(pid: u32, signal: Signal) -> io::Result<()> {
     rustix::process::kill_process(pid, signal).map_err(io::Error::from)
 }
 
+/// Stops `child`: `signal` first (so it can drain and flush), then, if it is still
+/// running after `grace`, SIGKILL; reaped either way.
+pub fn stop(child: &mut std::process::Child, signal: Signal, grace: std::time::Duration) {
+    let _ = self::signal(child.id(), signal);
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The executable process `pid` runs, while it runs (`None` once it is gone).
 pub fn executable(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
