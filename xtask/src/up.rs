@@ -79,16 +79,7 @@ struct Service {
 impl Drop for Service {
     fn drop(&mut self) {
         // SIGTERM first so the service drains and flushes its outbox.
-        let _ = process::signal(self.child.id(), Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::stop(&mut self.child, Signal::TERM, Duration::from_secs(10));
     }
 }
 
@@ -156,9 +147,8 @@ async fn wait_ready(service: &mut Service, url: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the platform until Ctrl-C.
-pub fn up() -> anyhow::Result<()> {
-    deps::ensure_packages(&deps::UP_PACKAGES)?;
+/// The binaries `up` runs.
+fn build_services() -> anyhow::Result<()> {
     eprintln!("==> building the services");
     let mut build = cargo();
     build.args([
@@ -178,6 +168,16 @@ pub fn up() -> anyhow::Result<()> {
         "webhook_receiver",
     ]);
     run(build, "cargo build")?;
+    Ok(())
+}
+
+/// Runs the platform until Ctrl-C; `build` false skips building the binaries (the
+/// suite's run of `up`, whose binaries are those of the build under test).
+pub fn up(build: bool) -> anyhow::Result<()> {
+    deps::ensure_packages(&deps::UP_PACKAGES)?;
+    if build {
+        build_services()?;
+    }
 
     let dev = dev_dir();
     std::fs::create_dir_all(&dev)?;
