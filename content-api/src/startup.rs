@@ -15,6 +15,7 @@ use ic_http::{
     RequestContext,
     app_token::{AppToken, require_app_token},
     context::request_context,
+    extract::read_whole_body,
     fallback_method_not_allowed, fallback_not_found,
 };
 use ic_telemetry::{metrics_handler, track_http};
@@ -164,14 +165,20 @@ pub fn health(
 }
 
 /// The router: the spec's routes behind the shared layers (outermost first: request
-/// context, panic guard, app token, metrics). The upload route sets its own body limit.
+/// context, panic guard, app token, metrics). The upload route sets its own body limit
+/// and streams its body; every other route's (small, JSON) body is read whole before its
+/// handler runs, so an answer that ignores it never makes hyper close a connection a
+/// gateway has pooled (`ic_http::extract::read_whole_body`).
 pub fn app(state: AppState, health: Health, app_token: AppToken) -> Router {
     let metrics = state.metrics.http.clone();
-    Router::new()
+    let small_bodies = Router::new()
         .merge(routes::public::router())
         .merge(routes::admin::router())
         .merge(routes::analytics::router())
         .merge(routes::storage::router())
+        .layer(from_fn_with_state(MAX_BODY_BYTES, read_whole_body));
+    Router::new()
+        .merge(small_bodies)
         .merge(routes::upload::router())
         .with_state(state)
         .merge(health.router())

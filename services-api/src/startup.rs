@@ -21,6 +21,7 @@ use ic_http::{
     app_token::{AppToken, require_app_token},
     context::request_context,
     etag::public_cache,
+    extract::read_whole_body,
     fallback_method_not_allowed, fallback_not_found,
 };
 use ic_telemetry::{HttpMetrics, metrics_handler, track_http};
@@ -125,6 +126,9 @@ pub fn app(state: AppState, health: Health, metrics: HttpMetrics, app_token: App
         .fallback(fallback_not_found)
         .method_not_allowed_fallback(fallback_method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Every body read whole, so no answer leaves unread bytes that make hyper close a
+        // connection a gateway has pooled.
+        .layer(from_fn_with_state(MAX_BODY_BYTES, read_whole_body))
         .layer(from_fn_with_state(metrics, track_http))
         .layer(from_fn_with_state(app_token, require_app_token))
         .layer(ic_http::panic_guard())

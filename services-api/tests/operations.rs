@@ -413,3 +413,62 @@ async fn the_sidecar_is_waited_for_and_its_refusals_end_the_start(pool: PgPool) 
     assert!(stderr.contains("Unauthenticated"), "{stderr}");
     assert!(!stderr.contains("not-the-token"), "{stderr}");
 }
+
+/// A body the handler never reads (a publish takes none; a 404 comes before any JSON is
+/// parsed) still leaves the connection open for the next request, even when the body
+/// arrives after the head: a gateway that pooled the connection must not meet a closed
+/// one (a 502 for its next POST, seen under load).
+#[sqlx::test(migrations = false)]
+async fn a_body_the_handler_ignores_leaves_the_connection_reusable(pool: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    common::migrate(&pool).await;
+    let nats = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(common::nats_url())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = services_api::development_app(pool, nats);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    async fn head(stream: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed: {got:?}");
+            got.push(byte[0]);
+        }
+        let text = String::from_utf8(got).unwrap();
+        let length: usize = text
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.unwrap();
+        text
+    }
+    let publish = format!(
+        "POST /admin/api/v1/services/{}/publish HTTP/1.1\r\nHost: x\r\nX-User-ID: u\r\nX-User-Roles: admin\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n",
+        uuid::Uuid::new_v4()
+    );
+    stream.write_all(publish.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(b"{}").await.unwrap();
+    let answer = head(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = head(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

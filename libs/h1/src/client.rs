@@ -232,7 +232,7 @@ impl Client {
                 pool.take(self.inner.idle_timeout)
             };
             let (mut stream, reused) = match pooled {
-                Some(stream) if alive(&stream) => (stream, true),
+                Some((stream, idle_for)) if alive(&stream, idle_for) => (stream, true),
                 _ => (self.connect(host, *port).await?, false),
             };
             let Exchanged {
@@ -308,10 +308,31 @@ fn target(uri: &http::Uri) -> Option<(&str, &str, u16)> {
     ))
 }
 
-/// Whether an idle connection is still open (nothing to read, no EOF).
-fn alive(stream: &TcpStream) -> bool {
+/// A connection idle this long is asked by the kernel whether it is still open (one
+/// `recv(MSG_PEEK)`); a younger one only by the runtime's readiness cache.
+const PEEK_AFTER_IDLE: Duration = Duration::from_millis(250);
+
+/// Whether an idle connection is still open (nothing to read, no EOF). The runtime's
+/// readiness cache answers without a system call, but only knows of a close the reactor
+/// has already seen: on a busy runtime a connection the upstream closed while parked
+/// (its idle timeout) still looks open, and a request written to it fails with a broken
+/// pipe (a 502 for a POST, which is never retried). So a connection parked for longer
+/// than [`PEEK_AFTER_IDLE`] also gets a non-blocking peek at the socket itself; the hot
+/// path (a connection reused within that time) stays free of system calls.
+fn alive(stream: &TcpStream, idle_for: Duration) -> bool {
     let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    match stream.try_read(&mut probe) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        _ => return false,
+    }
+    if idle_for < PEEK_AFTER_IDLE {
+        return true;
+    }
+    let mut peek = [MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(stream).peek(&mut peek),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    )
 }
 
 /// The request line and headers, with our own framing and `Host`.

@@ -91,11 +91,14 @@ impl Pool {
         }
     }
 
-    pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
+    /// The most recently parked connection younger than `idle_timeout`, with how long it
+    /// sat idle.
+    pub(crate) fn take(&self, idle_timeout: Duration) -> Option<(TcpStream, Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((stream, since)) = idle.pop() {
-            if since.elapsed() < idle_timeout {
-                return Some(stream);
+            let idle_for = since.elapsed();
+            if idle_for < idle_timeout {
+                return Some((stream, idle_for));
             }
         }
         None

@@ -229,6 +229,42 @@ where
     }
 }
 
+/// Middleware (`from_fn_with_state(limit, read_whole_body)`): reads each request's whole
+/// body, up to `limit` bytes, before the handler runs, and hands it the bytes.
+///
+/// Why: a handler that answers without reading the body (a publish that takes none, a
+/// 404 before the JSON is parsed) leaves hyper with unread bytes on the connection, and it
+/// then closes the connection after the answer, sometimes after having promised
+/// keep-alive. A gateway that pooled that connection and writes its next request to it
+/// gets a broken pipe: a 502 for a POST, which it never retries. Read whole, every body
+/// leaves the connection clean. Only for APIs whose bodies are small (JSON); an
+/// over-long body is 413, a client that stops sending is 400.
+pub async fn read_whole_body(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+        Ok(collected) => {
+            let body = axum::body::Body::from(collected.to_bytes());
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large").into_response()
+        }
+        Err(_) => ApiError::new(
+            ErrorCode::ValidationError,
+            "the request body could not be read whole",
+        )
+        .into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

@@ -411,6 +411,62 @@ async fn a_pooled_connection_closed_while_idle_costs_no_request() {
     assert_eq!(upstream.connections(), 4);
 }
 
+/// The close of a parked connection that the runtime has not seen yet (its thread was
+/// busy while the FIN came in: the readiness cache still says "nothing to read") is found
+/// by asking the socket itself once the connection has been idle a while, so a POST, which
+/// is never retried, is not written to a dead connection (it was a 502 under load).
+#[tokio::test]
+async fn a_close_the_busy_runtime_has_not_seen_is_found_before_a_post_is_sent() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // On its own thread: it acts while the test's (only) runtime thread is blocked.
+    let upstream = std::thread::spawn(move || {
+        let read_head = |stream: &mut std::net::TcpStream| {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).unwrap() == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            String::from_utf8(head).unwrap()
+        };
+        // The first connection: one answer that promises keep-alive, then a close while idle.
+        let (mut first, _) = listener.accept().unwrap();
+        read_head(&mut first);
+        first
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(first);
+        // The POST must come on a new connection.
+        let (mut second, _) = listener.accept().unwrap();
+        let head = read_head(&mut second);
+        let mut body = [0u8; 7];
+        second.read_exact(&mut body).unwrap();
+        second
+            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 7\r\n\r\ncreated")
+            .unwrap();
+        (head, body)
+    });
+    let client = client();
+    let url = format!("http://{addr}/x");
+    let (status, body) = fetch(&client, get(&url)).await;
+    assert_eq!((status, body.unwrap()), (200, Bytes::from("ok")));
+    // The runtime thread is busy (blocked) while the close arrives: no reactor turn.
+    std::thread::sleep(Duration::from_millis(400));
+    let post = http::Request::post(&url)
+        .body(Body::from("payload"))
+        .unwrap();
+    let (status, body) = fetch(&client, post).await;
+    assert_eq!((status, body.unwrap()), (201, Bytes::from("created")));
+    let (head, body) = upstream.join().unwrap();
+    assert!(head.starts_with("POST /x "), "{head}");
+    assert_eq!(&body, b"payload");
+}
+
 #[tokio::test]
 async fn a_refused_upstream_and_a_non_http_uri_are_errors() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
