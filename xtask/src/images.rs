@@ -47,6 +47,7 @@ pub fn build() -> anyhow::Result<Vec<String>> {
         ("podman", "podman"),
         ("runc", "runc"),
         ("strip", "binutils"),
+        ("pg_dump", "postgresql-client"),
     ])?;
     eprintln!("==> building the release binaries");
     let mut build = cargo();
@@ -74,9 +75,15 @@ pub fn build() -> anyhow::Result<Vec<String>> {
         binaries.push(staged);
     }
 
+    let mut base_libraries = BTreeSet::new();
+    for binary in &binaries {
+        base_libraries.extend(linked_libraries(binary)?);
+    }
+    stage_pg_tools(&context.join("out").join("pgtools"), &base_libraries)?;
+
     eprintln!("==> assembling the runtime base from this machine's files");
     let base = root.join("runtime");
-    runtime_rootfs(&base.join("rootfs"), &binaries)?;
+    runtime_rootfs(&base.join("rootfs"), &base_libraries)?;
     std::fs::write(base.join("Containerfile"), "FROM scratch\nCOPY rootfs/ /\n")?;
     let mut cmd = podman();
     cmd.args([
@@ -176,13 +183,34 @@ fn linked_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// Writes distroless/cc's contents under `rootfs`, for `binaries`.
-fn runtime_rootfs(rootfs: &Path, binaries: &[PathBuf]) -> anyhow::Result<()> {
-    let mut libraries = BTreeSet::new();
-    for binary in binaries {
-        libraries.extend(linked_libraries(binary)?);
+/// pg_dump and pg_restore (migrate's backups) with the libraries they link that the
+/// runtime base lacks (`in_base`), under `out` at their own paths: what the migrate
+/// Containerfile's `pgtools-builder` stage collects on GitHub from Debian's
+/// postgresql-client-15. (A library in both layers would count twice in the image.)
+fn stage_pg_tools(out: &Path, in_base: &BTreeSet<PathBuf>) -> anyhow::Result<()> {
+    for tool in ["pg_dump", "pg_restore"] {
+        // The real binary (/usr/lib/postgresql/<version>/bin), not Debian's perl wrapper.
+        let binary = ic_testkit::find_binary(tool);
+        let mut files = vec![binary.clone()];
+        files.extend(
+            linked_libraries(&binary)?
+                .into_iter()
+                .filter(|library| !in_base.contains(library)),
+        );
+        for file in files {
+            let target = out.join(file.strip_prefix("/")?);
+            std::fs::create_dir_all(target.parent().context("a directory")?)?;
+            std::fs::copy(std::fs::canonicalize(&file)?, &target)
+                .with_context(|| format!("copying {}", file.display()))?;
+        }
     }
-    for library in &libraries {
+    Ok(())
+}
+
+/// Writes distroless/cc's contents under `rootfs`, with `libraries` (those the binaries
+/// link).
+fn runtime_rootfs(rootfs: &Path, libraries: &BTreeSet<PathBuf>) -> anyhow::Result<()> {
+    for library in libraries {
         let target = rootfs.join(library.strip_prefix("/")?);
         std::fs::create_dir_all(target.parent().context("a library directory")?)?;
         // The file itself, not the symlink ldd may name.

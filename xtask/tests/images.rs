@@ -113,7 +113,7 @@ fn database_url(pool: &PgPool) -> String {
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_migrate_image_migrates_an_empty_database(pool: PgPool) {
+async fn the_migrate_image_migrates_an_empty_database_and_backs_up_for_staging(pool: PgPool) {
     let (_, image) = images().into_iter().find(|(b, _)| b == "migrate").unwrap();
     let out = podman()
         .arg("run")
@@ -142,6 +142,35 @@ async fn the_migrate_image_migrates_an_empty_database(pool: PgPool) {
         .unwrap();
         assert!(tables > 0, "{schema} has no tables");
     }
+    // Staging's careful approach in the image: a verified backup (the image's own
+    // pg_dump and pg_restore), validation, and a summary the deploy gate passes.
+    let out = podman()
+        .arg("run")
+        .args(run_args())
+        .args(["--tmpfs", "/tmp"])
+        .args(["--env", &format!("DATABASE_URL={}", database_url(&pool))])
+        .args(["--env", "ENVIRONMENT=staging"])
+        .args(["--env", "MIGRATION_BACKUP_DIR=/tmp/backups"])
+        .args([&image, "up", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(summary["approach"], "careful", "{}", text(&out));
+    assert_eq!(
+        summary["migrationBackupStatus"],
+        "verified",
+        "{}",
+        text(&out)
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &out.stdout).unwrap();
+    let gate = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "gate"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(gate.status.success(), "{}", text(&gate));
 }
 
 /// A detached container, removed on drop.
