@@ -276,25 +276,9 @@ async fn an_upload_through_admin_gateway_is_scanned_announced_and_served_by_publ
     #[allow(clippy::disallowed_methods)] // the harness's clamd
     let clamd = std::env::var("IC_TEST_CLAMD_ADDRESS")
         .expect("IC_TEST_CLAMD_ADDRESS from cargo xtask test");
-    let env: ic_config::Env = [
-        ("HOST", "127.0.0.1".to_owned()),
-        ("CONTENT_API_PORT", "0".to_owned()),
-        ("DATABASE_URL", url_of(&pool)),
-        ("NATS_URL", nats.url()),
-        (
-            "BLOB_STORE_URL",
-            format!("file://{}", blobs.path().display()),
-        ),
-        ("CLAMD_ADDRESS", clamd),
-    ]
-    .into_iter()
-    .collect();
-    let content = content_api::App::build(content_api::config::Config::from_env(env).unwrap())
-        .await
-        .unwrap();
-    let content_url = format!("http://127.0.0.1:{}", content.port());
-    let content_stop = content.shutdown_token();
-    tokio::spawn(content.run_until_stopped());
+    let (content_url, content_stop) =
+        content_api::spawn_development(&url_of(&pool), &nats.url(), blobs.path(), Some(&clamd))
+            .await;
     let receiver = Receiver::ok().await;
     let broadcaster = start(
         &nats.url(),

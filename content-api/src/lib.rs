@@ -27,4 +27,4 @@ pub const OUTBOX: Outbox = Outbox::new("content.outbox", "content_outbox");
 /// Largest accepted JSON request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub use startup::{App, AppState, StartupError, app, health};
+pub use startup::{App, AppState, StartupError, app, health, spawn_development};

@@ -192,6 +192,33 @@ pub fn app(state: AppState, health: Health, app_token: AppToken) -> Router {
         .layer(from_fn_with_state(SERVICE_NAME, request_context))
 }
 
+/// A development content-api, running, on a free loopback port: files under `blobs`,
+/// scanned by clamd at `clamd` when given (else scans are `skipped`). For other crates'
+/// tests that need a real content-api; its URL and the token that stops it.
+pub async fn spawn_development(
+    database_url: &str,
+    nats_url: &str,
+    blobs: &std::path::Path,
+    clamd: Option<&str>,
+) -> (String, CancellationToken) {
+    let mut vars = vec![
+        ("HOST", "127.0.0.1".to_owned()),
+        ("CONTENT_API_PORT", "0".to_owned()),
+        ("DATABASE_URL", database_url.to_owned()),
+        ("NATS_URL", nats_url.to_owned()),
+        ("BLOB_STORE_URL", format!("file://{}", blobs.display())),
+    ];
+    if let Some(clamd) = clamd {
+        vars.push(("CLAMD_ADDRESS", clamd.to_owned()));
+    }
+    let config = Config::from_env(vars.into_iter().collect()).expect("a development configuration");
+    let app = App::build(config).await.expect("content-api starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.shutdown_token();
+    tokio::spawn(app.run_until_stopped());
+    (url, stop)
+}
+
 /// A built, bound service ready to run.
 #[derive(Debug)]
 pub struct App {

@@ -1269,28 +1269,13 @@ async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx:
     ic_telemetry::install_crypto_provider();
     let blobs = tempfile::tempdir().unwrap();
     let nats = ic_testkit::NatsServer::start();
-    let content_env: ic_config::Env = [
-        ("HOST", "127.0.0.1".to_owned()),
-        ("CONTENT_API_PORT", "0".to_owned()),
-        (
-            "DATABASE_URL",
-            ic_testkit::database_url(pool.connect_options().get_database().unwrap()),
-        ),
-        ("NATS_URL", nats.url()),
-        (
-            "BLOB_STORE_URL",
-            format!("file://{}", blobs.path().display()),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    let content =
-        content_api::App::build(content_api::config::Config::from_env(content_env).unwrap())
-            .await
-            .unwrap();
-    let content_url = format!("http://127.0.0.1:{}", content.port());
-    let content_stop = content.shutdown_token();
-    tokio::spawn(content.run_until_stopped());
+    let (content_url, content_stop) = content_api::spawn_development(
+        &ic_testkit::database_url(pool.connect_options().get_database().unwrap()),
+        &nats.url(),
+        blobs.path(),
+        None,
+    )
+    .await;
     let env: Env = [
         ("SERVICES_API_URL", format!("http://{backend}")),
         ("CONTENT_API_URL", content_url),
@@ -1304,42 +1289,15 @@ async fn schemathesis_finds_the_gateway_as_its_openapi_document_says(pool: sqlx:
         .unwrap();
     let (port, token) = (app.port(), app.shutdown_token());
     let server = tokio::spawn(app.run_until_stopped());
-    let reports = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(&python)
-        .args(["-m", "schemathesis.cli", "run"])
-        .arg(format!("http://127.0.0.1:{port}/openapi.json"))
-        .args([
-            "--checks",
-            "all",
-            "--max-examples",
-            "25",
-            "--seed",
-            "20261207",
-            // One worker: this Python (3.11.7) raises "AST constructor recursion depth
-            // mismatch" when hypothesis compiles in several threads (CPython gh-106905).
-            "--workers",
-            "1",
-            "--no-color",
-            "--generation-database",
-            "none",
-            "--request-timeout",
-            "10",
-        ])
-        .arg("--report-dir")
-        .arg(reports.path())
-        .current_dir(reports.path())
-        .output()
-        .await
-        .expect("schemathesis runs");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(
-        run.status.success(),
-        "schemathesis found failures:\n{output}"
-    );
+    ic_testkit::schemathesis::assert_conforms(
+        &python,
+        &format!("http://127.0.0.1:{port}/openapi.json"),
+        "all",
+        25,
+        10,
+        &[],
+    )
+    .await;
     token.cancel();
     content_stop.cancel();
     server.await.unwrap().unwrap();

@@ -192,9 +192,8 @@ fn a_malformed_variable_is_one_line_naming_it_and_exit_code_2() {
     }
 }
 
-/// `services-api healthcheck` (the image's HEALTHCHECK) probes the service's own `/health`.
-#[sqlx::test(migrations = false)]
-async fn the_healthcheck_command_probes_the_services_own_health(pool: PgPool) {
+/// A migrated development services-api served over TCP on a free loopback port.
+async fn serve_development(pool: PgPool) -> std::net::SocketAddr {
     common::migrate(&pool).await;
     let nats = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
@@ -202,9 +201,16 @@ async fn the_healthcheck_command_probes_the_services_own_health(pool: PgPool) {
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let addr = listener.local_addr().unwrap();
     let router = services_api::development_app(pool, nats);
     tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// `services-api healthcheck` (the image's HEALTHCHECK) probes the service's own `/health`.
+#[sqlx::test(migrations = false)]
+async fn the_healthcheck_command_probes_the_services_own_health(pool: PgPool) {
+    let port = serve_development(pool).await.port();
     let binary = env!("CARGO_BIN_EXE_services-api");
     tokio::task::spawn_blocking(move || {
         ic_testkit::assert_healthcheck(binary, "SERVICES_API_PORT", port, &[])
@@ -421,16 +427,7 @@ async fn the_sidecar_is_waited_for_and_its_refusals_end_the_start(pool: PgPool) 
 #[sqlx::test(migrations = false)]
 async fn a_body_the_handler_ignores_leaves_the_connection_reusable(pool: PgPool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    common::migrate(&pool).await;
-    let nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(common::nats_url())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = services_api::development_app(pool, nats);
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let addr = serve_development(pool).await;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     async fn head(stream: &mut tokio::net::TcpStream) -> String {
         let mut got = Vec::new();

@@ -144,7 +144,10 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     Ok(match &text[digits.len()..] {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
+        "m" => Duration::from_secs(
+            n.checked_mul(60)
+                .with_context(|| format!("{text:?} is too long"))?,
+        ),
         other => bail!("unknown duration unit {other:?} in {text:?}"),
     })
 }
@@ -442,7 +445,11 @@ pub fn deployment_record(
     for detail in details {
         let (key, value) = detail
             .split_once('=')
+            .filter(|(key, _)| !key.is_empty())
             .with_context(|| format!("--detail {detail}: expected key=value"))?;
+        if record.get(key).is_some() {
+            bail!("--detail {key}=…: {key} is set by the command itself");
+        }
         record[key] = Value::String(value.to_owned());
     }
     Ok(record)

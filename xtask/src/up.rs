@@ -16,10 +16,12 @@ use serde_json::{Value, json};
 
 use crate::{cargo, deps, dev_issuer, run, workspace_root};
 
-/// Postgres port of the local stack (not 5432, so a system Postgres can coexist).
-pub const PG_PORT: u16 = 55432;
-/// NATS port of the local stack (not 4222).
-pub const NATS_PORT: u16 = 54222;
+/// Postgres port of the local stack (not 5432, so a system Postgres can coexist; below
+/// the kernel's ephemeral range, 32768-60999, so a connection's local port or a test's
+/// free port can never hold it while `up` starts, as 55432 once did during the suite).
+pub const PG_PORT: u16 = 15432;
+/// NATS port of the local stack (not 4222; below the ephemeral range too).
+pub const NATS_PORT: u16 = 14222;
 /// services-api port (the spec's).
 pub const SERVICES_API_PORT: u16 = 8080;
 /// content-api port (the spec's).

@@ -85,27 +85,13 @@ async fn schemathesis_finds_no_server_error_behind_admin_gateway(pool: sqlx::PgP
     let services_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, services).await });
     let blobs = tempfile::tempdir().unwrap();
-    let env: ic_config::Env = [
-        ("HOST", "127.0.0.1".to_owned()),
-        ("CONTENT_API_PORT", "0".to_owned()),
-        (
-            "DATABASE_URL",
-            ic_testkit::database_url(pool.connect_options().get_database().unwrap()),
-        ),
-        ("NATS_URL", nats.url()),
-        (
-            "BLOB_STORE_URL",
-            format!("file://{}", blobs.path().display()),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    let content = content_api::App::build(content_api::config::Config::from_env(env).unwrap())
-        .await
-        .unwrap();
-    let content_url = format!("http://127.0.0.1:{}", content.port());
-    let content_stop = content.shutdown_token();
-    tokio::spawn(content.run_until_stopped());
+    let (content_url, content_stop) = content_api::spawn_development(
+        &ic_testkit::database_url(pool.connect_options().get_database().unwrap()),
+        &nats.url(),
+        blobs.path(),
+        None,
+    )
+    .await;
     let stack = Stack::start(
         &services_url,
         &[
@@ -116,44 +102,15 @@ async fn schemathesis_finds_no_server_error_behind_admin_gateway(pool: sqlx::PgP
     )
     .await;
     let token = stack.token("fuzzer", &["admin"]);
-    let reports = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(&python)
-        .args(["-m", "schemathesis.cli", "run"])
-        .arg(format!("{}/openapi.json", stack.url))
-        .args([
-            "--checks",
-            "not_a_server_error,status_code_conformance",
-            "--header",
-            &format!("Authorization: Bearer {token}"),
-            "--max-examples",
-            "10",
-            "--seed",
-            "20261207",
-            // One worker: this Python (3.11.7) raises "AST constructor recursion depth
-            // mismatch" when hypothesis compiles in several threads (CPython gh-106905).
-            "--workers",
-            "1",
-            "--no-color",
-            "--generation-database",
-            "none",
-            "--request-timeout",
-            "20",
-        ])
-        .arg("--report-dir")
-        .arg(reports.path())
-        .current_dir(reports.path())
-        .output()
-        .await
-        .expect("schemathesis runs");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(
-        run.status.success(),
-        "schemathesis found failures:\n{output}"
-    );
+    ic_testkit::schemathesis::assert_conforms(
+        &python,
+        &format!("{}/openapi.json", stack.url),
+        "not_a_server_error,status_code_conformance",
+        10,
+        20,
+        &[format!("Authorization: Bearer {token}")],
+    )
+    .await;
     content_stop.cancel();
     stack.stop().await;
 }

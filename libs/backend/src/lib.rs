@@ -23,7 +23,7 @@ pub const SECRETS: &[&str] = &[
     "APP_API_TOKEN",
 ];
 
-const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:55432/international_center";
+const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:15432/international_center";
 const DATABASE_FORM: &str = "postgres://user:password@host:port/database";
 
 /// The settings every backend service reads the same way.

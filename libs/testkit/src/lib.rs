@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod multipart;
 pub mod nats;
 pub mod process;
+pub mod schemathesis;
 pub mod storage;
 
 use std::{
